@@ -1,0 +1,46 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { ByolError } from '../errors.js';
+
+/**
+ * The target update after each optimizer step (paper eq. 1): ξ ← τ·ξ + (1 − τ)·θ, pairwise over
+ * `target` and `online`. τ = 1 leaves the target untouched (no work is done); τ = 0 copies the online
+ * weights exactly.
+ */
+export function emaUpdate(target: readonly tf.Variable[], online: readonly tf.Variable[], tau: number): void {
+  assertPaired(target, online);
+  if (tau === 1) return;
+  tf.tidy(() => {
+    for (let i = 0; i < target.length; i++) {
+      const t = target[i]!;
+      const o = online[i]!;
+      t.assign(tau === 0 ? o : tf.add(tf.mul(t, tau), tf.mul(o, 1 - tau)));
+    }
+  });
+}
+
+/** Copies `source` into `dest` pairwise (the target's start as a copy of the online network). */
+export function copyVariables(dest: readonly tf.Variable[], source: readonly tf.Variable[]): void {
+  assertPaired(dest, source);
+  tf.tidy(() => {
+    for (let i = 0; i < dest.length; i++) dest[i]!.assign(source[i]!);
+  });
+}
+
+function assertPaired(a: readonly tf.Variable[], b: readonly tf.Variable[]): void {
+  if (a.length !== b.length) {
+    throw new ByolError('INVALID_STATE', `online and target networks differ: ${b.length} weights against ${a.length}`);
+  }
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (!tf.util.arraysEqual(x.shape, y.shape)) {
+      throw new ByolError('INVALID_STATE', `online and target weight ${i} differ in shape: [${y.shape}] against [${x.shape}]`);
+    }
+  }
+}
+
+/** Identity forward, zero gradient: the stop-gradient of SimSiam's target branch. */
+export const stopGradient = tf.customGrad(((x: tf.Tensor) => ({
+  value: tf.clone(x),
+  gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy),
+})) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as <T extends tf.Tensor>(x: T) => T;

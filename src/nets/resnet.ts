@@ -1,0 +1,107 @@
+import * as tfl from '@tensorflow/tfjs-layers';
+import { invalidOption } from '../errors.js';
+import { DEFAULT_BATCH_NORM, fanInTruncatedNormal, SeedStream, type BatchNormConfig } from './init.js';
+
+export type ResNetDepth = 18 | 34 | 50 | 101 | 152;
+
+export interface ResNetConfig {
+  /** 18 and 34 use basic blocks, 50 and deeper bottleneck blocks (He et al. 2016, Table 1). */
+  readonly depth: ResNetDepth;
+  /**
+   * `imagenet`: 7×7/2 convolution and 3×3/2 max-pool (He et al.; the paper's ResNet-50).
+   * `cifar`: one 3×3/1 convolution and no max-pool, for 32-px images (as SimCLR's CIFAR variant, solo-learn
+   * and lightly).
+   */
+  readonly stem: 'imagenet' | 'cifar';
+  /** Channel multiplier of every layer (the paper's ResNet-50 (2×), (4×)…, §4 and Table 1). Default 1. */
+  readonly width?: number;
+  /** [height, width, channels] of the input images. */
+  readonly inputShape: readonly [number, number, number];
+  readonly batchNorm?: BatchNormConfig;
+  /**
+   * Start the last batch-norm scale of each bottleneck block at 0, as Haiku's ResNet used by the official
+   * code does. Default: true (it only affects bottleneck blocks, as in Haiku).
+   */
+  readonly zeroInitLastBatchNorm?: boolean;
+  readonly seed?: number;
+  readonly name?: string;
+}
+
+const BLOCKS: Record<ResNetDepth, readonly [number, number, number, number]> = {
+  18: [2, 2, 2, 2],
+  34: [3, 4, 6, 3],
+  50: [3, 4, 6, 3],
+  101: [3, 4, 23, 3],
+  152: [3, 8, 36, 3],
+};
+
+/** Output feature size of a ResNet: 512·width (basic blocks) or 2048·width (bottleneck). */
+export function resnetFeatureDim(depth: ResNetDepth, width = 1): number {
+  return (depth < 50 ? 512 : 2048) * width;
+}
+
+/**
+ * A ResNet v1 trunk ending in global average pooling: images [N, H, W, C] → features [N, 512·w or 2048·w].
+ * Convolutions use 'same' padding and no bias; the stride of a bottleneck block sits on its 3×3
+ * convolution (as Haiku and torchvision). A block gets a 1×1 projection shortcut where its shape changes
+ * (He et al. option B, torchvision). Weights start as in Haiku (truncated normal, variance 1/fan_in).
+ */
+export function resnet(config: ResNetConfig): tfl.LayersModel {
+  const width = config.width ?? 1;
+  if (!(Number.isInteger(width) && width >= 1)) throw invalidOption('width', 'a positive integer', width);
+  const blocks = BLOCKS[config.depth];
+  if (!blocks) throw invalidOption('depth', 'one of 18, 34, 50, 101, 152', config.depth);
+  const bn = config.batchNorm ?? DEFAULT_BATCH_NORM;
+  const seeds = new SeedStream(config.seed);
+  const bottleneck = config.depth >= 50;
+  const zeroLast = config.zeroInitLastBatchNorm ?? true;
+
+  const conv = (x: tfl.SymbolicTensor, filters: number, kernel: number, stride: number) =>
+    tfl.layers
+      .conv2d({
+        filters,
+        kernelSize: kernel,
+        strides: stride,
+        padding: 'same',
+        useBias: false,
+        kernelInitializer: fanInTruncatedNormal(seeds),
+      })
+      .apply(x) as tfl.SymbolicTensor;
+  const norm = (x: tfl.SymbolicTensor, zeroScale = false) =>
+    tfl.layers
+      .batchNormalization({ momentum: bn.momentum, epsilon: bn.epsilon, gammaInitializer: zeroScale ? 'zeros' : 'ones' })
+      .apply(x) as tfl.SymbolicTensor;
+  const relu = (x: tfl.SymbolicTensor) => tfl.layers.reLU().apply(x) as tfl.SymbolicTensor;
+
+  const input = tfl.input({ shape: [...config.inputShape] });
+  let x: tfl.SymbolicTensor;
+  if (config.stem === 'imagenet') {
+    x = relu(norm(conv(input, 64 * width, 7, 2)));
+    x = tfl.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same' }).apply(x) as tfl.SymbolicTensor;
+  } else {
+    x = relu(norm(conv(input, 64 * width, 3, 1)));
+  }
+  let channels = 64 * width;
+  blocks.forEach((count, group) => {
+    const planes = 64 * 2 ** group * width;
+    const out = bottleneck ? planes * 4 : planes;
+    for (let b = 0; b < count; b++) {
+      const stride = b === 0 && group > 0 ? 2 : 1;
+      let shortcut = x;
+      if (stride !== 1 || channels !== out) shortcut = norm(conv(x, out, 1, stride));
+      let y: tfl.SymbolicTensor;
+      if (bottleneck) {
+        y = relu(norm(conv(x, planes, 1, 1)));
+        y = relu(norm(conv(y, planes, 3, stride)));
+        y = norm(conv(y, out, 1, 1), zeroLast);
+      } else {
+        y = relu(norm(conv(x, planes, 3, stride)));
+        y = norm(conv(y, planes, 3, 1));
+      }
+      x = relu(tfl.layers.add().apply([y, shortcut]) as tfl.SymbolicTensor);
+      channels = out;
+    }
+  });
+  const features = tfl.layers.globalAveragePooling2d({}).apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: features, name: config.name ?? `resnet${config.depth}` });
+}

@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+
+const main = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const run = (...args: string[]) => spawnSync(process.execPath, [main, ...args], { encoding: 'utf8', timeout: 120_000 });
+
+test('byol demo: a short end-to-end run on real offline images prints progress and both kNN accuracies', () => {
+  const r = run('demo', '--steps', '4', '--batch', '16', '--train', '400', '--test', '100');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^data: (Fashion-MNIST|MNIST)/m);
+  assert.match(r.stdout, /step 4\/4 {2}loss \d+\.\d+ {2}collapse 0\.\d+/);
+  const m = /BYOL (\d+\.\d+) %, random init (\d+\.\d+) %/.exec(r.stdout);
+  assert.ok(m, r.stdout);
+  for (const v of [m[1], m[2]]) assert.ok(Number(v) > 10 && Number(v) <= 100, `accuracy ${v} is above chance (10 %)`);
+  assert.equal(r.stderr, '', 'no banner or warning on stderr');
+});
+
+test('byol: user errors exit non-zero with one clear line', () => {
+  const cases: [string[], RegExp][] = [
+    [['train'], /^byol: unknown command `train`/],
+    [['demo', '--steps', '-3'], /^byol: --steps must be an integer ≥ 1; got -3$/],
+    [['demo', '--backend', 'gpu'], /^byol: --backend must be wasm or cpu; got gpu$/],
+    [['demo', '--bogus'], /^byol: unknown argument `--bogus`/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = run(...args);
+    assert.equal(r.status, 2, args.join(' '));
+    assert.match(r.stderr.trim(), pattern);
+    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+  }
+  const help = run('--help');
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /byol demo/);
+});

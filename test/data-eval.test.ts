@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import { ByolError, knnAccuracy, parseIdx } from '../src/node.js';
+import { assertNoLeak } from './helpers.js';
+
+function idx(shape: number[], data: number[], magic = [0, 0, 8, shape.length]): Uint8Array {
+  const head = new Uint8Array(4 + 4 * shape.length);
+  head.set(magic);
+  const view = new DataView(head.buffer);
+  shape.forEach((d, i) => view.setUint32(4 + 4 * i, d));
+  return Uint8Array.from([...head, ...data]);
+}
+
+test('IDX: parses shape and data', () => {
+  const a = parseIdx(idx([2, 2, 3], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]), 'x.idx');
+  assert.deepEqual(a.shape, [2, 2, 3]);
+  assert.deepEqual(Array.from(a.data), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+});
+
+test('IDX: bad magic, wrong type, truncated data and extra bytes are errors naming the file', () => {
+  const cases: [Uint8Array, RegExp][] = [
+    [idx([2], [1, 2], [1, 2, 8, 1]), /bad IDX magic number 0x01020801/],
+    [idx([2], [1, 2], [0, 0, 0x0d, 1]), /data type 0xd is not unsigned byte/],
+    [idx([3, 4], [1, 2, 3]), /need 12 data bytes; the file has 3/],
+    [idx([2], [1, 2, 3]), /need 2 data bytes; the file has 3/],
+    [Uint8Array.from([0, 0, 8, 3, 0, 0]), /truncated IDX header/],
+  ];
+  for (const [bytes, pattern] of cases) {
+    assert.throws(() => parseIdx(bytes, 'data/bad.idx'), (e: unknown) => e instanceof ByolError && e.code === 'INVALID_INPUT' && /^data\/bad\.idx: /.test(e.message) && pattern.test(e.message));
+  }
+});
+
+test('kNN: about 100 % on well-separated classes, about chance on random labels, no leaks', async () => {
+  const classes = 5;
+  const perClass = 60;
+  const centers = tf.randomNormal([classes, 32], 0, 1, 'float32', 1);
+  const make = (seed: number) =>
+    tf.tidy(() => {
+      const labels = Int32Array.from({ length: classes * perClass }, (_, i) => i % classes);
+      const x = tf.add(tf.gather(centers, tf.tensor1d(labels, 'int32')), tf.randomNormal([labels.length, 32], 0, 0.05, 'float32', seed));
+      return { x: tf.keep(x) as tf.Tensor2D, labels };
+    });
+  const train = make(2);
+  const testSet = make(3);
+  await assertNoLeak(async () => assert.equal(await knnAccuracy(train.x, train.labels, testSet.x, testSet.labels, { k: 20, chunk: 64 }), 1));
+  let seed = 7;
+  const shuffled = train.labels.map(() => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % classes));
+  const acc = await knnAccuracy(train.x, Int32Array.from(shuffled), testSet.x, testSet.labels, { k: 20 });
+  assert.ok(acc > 0.05 && acc < 0.4, `random labels give ${acc}`);
+  tf.dispose([centers, train.x, testSet.x]);
+});
+
+test('wasm fast path: transposed products equal the cpu backend\'s', async () => {
+  const { useBackend } = await import('../src/node.js');
+  const shapes: [number[], number[], boolean, boolean][] = [
+    [[5, 7], [7, 3], false, false],
+    [[7, 5], [7, 3], true, false],
+    [[5, 7], [3, 7], false, true],
+    [[7, 5], [3, 7], true, true],
+    [[2, 7, 5], [2, 3, 7], true, true],
+  ];
+  // Plain JS data, so that both backends see the same numbers.
+  const fill = (shape: number[], salt: number) => {
+    const n = shape.reduce((x, y) => x * y, 1);
+    return tf.tensor(Array.from({ length: n }, (_, j) => Math.sin(salt * 7.1 + j * 1.3)), shape);
+  };
+  const product = ([a, b, ta, tb]: [number[], number[], boolean, boolean], i: number) =>
+    tf.tidy(() => Array.from(tf.matMul(fill(a, i), fill(b, 50 + i), ta, tb).dataSync()));
+  const expected = shapes.map(product);
+  await useBackend('wasm');
+  try {
+    shapes.forEach(([a, b, ta, tb], i) => {
+      const got = product([a, b, ta, tb], i);
+      got.forEach((v, j) => assert.ok(Math.abs(v - expected[i]![j]!) < 1e-4, `case ${i} [${j}]: ${v} vs ${expected[i]![j]}`));
+    });
+    // The wrapper's transposed copies are freed: no tensor and no backend buffer is left behind.
+    const [tensors, buffers] = [tf.memory().numTensors, tf.backend().numDataIds()];
+    tf.tidy(() => {
+      tf.matMul(tf.ones([4, 3]), tf.ones([4, 2]), true, false);
+      tf.matMul(tf.ones([4, 3]), tf.ones([2, 4]), true, true);
+    });
+    assert.equal(tf.memory().numTensors, tensors);
+    assert.equal(tf.backend().numDataIds(), buffers);
+  } finally {
+    await useBackend('cpu');
+  }
+});
