@@ -42,3 +42,37 @@ export {
 export { DEFAULT_BATCH_NORM, type BatchNormConfig } from './nets/init.js';
 export { ByolError, type ByolErrorCode } from './errors.js';
 export { silenceCpuBanner, installWasmFastPaths } from './backend.js';
+export { ViewSampler, applyView, toUnitRange, type ViewSamplerOptions } from './views/views.js';
+export {
+  VIEW_PRESETS,
+  VIEW_ABLATIONS,
+  ablate,
+  resolveViewsConfig,
+  validateViewsConfig,
+  type ViewsConfig,
+  type ViewConfig,
+  type ColorJitterConfig,
+  type Interpolation,
+  type ViewPresetName,
+  type ViewAblation,
+  type ViewsOverrides,
+  type ViewOverrides,
+} from './views/options.js';
+export { sampleCrop, sampleViewParams, JITTER_OPS, type CropBox, type ImageParams } from './views/sample.js';
+export {
+  resizedCrops,
+  resampleTaps,
+  adjustBrightness,
+  adjustContrast,
+  adjustSaturationHue,
+  rgbToHsv,
+  hsvToRgb,
+  grayscale,
+  gaussianBlur,
+  gaussianKernel,
+  blurRadius,
+  solarize,
+  normalize,
+  LUMA,
+} from './views/ops.js';
+export { Rng } from './views/rng.js';

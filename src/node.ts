@@ -14,6 +14,8 @@ import { installWasmFastPaths, silenceCpuBanner } from './backend.js';
 export * from './index.js';
 export { parseIdx, type IdxArray } from './data/idx.js';
 export { knnAccuracy, type KnnOptions } from './eval/knn.js';
+export { encodePng, crc32 } from './io/png.js';
+export { writeFileAtomic } from './io/atomic.js';
 
 export type NodeBackendName = 'cpu' | 'wasm';
 

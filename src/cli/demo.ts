@@ -4,6 +4,8 @@ import { Byol } from '../byol/learner.js';
 import { ByolError } from '../errors.js';
 import { knnAccuracy } from '../eval/knn.js';
 import { findOfflineGreyDataset, readIdxFile, useBackend, type NodeBackendName } from '../node.js';
+import { Rng } from '../views/rng.js';
+import { ViewSampler } from '../views/views.js';
 
 export interface DemoOptions {
   readonly steps: number;
@@ -43,49 +45,6 @@ function demoEncoder(seed: number): tfl.LayersModel {
       tfl.layers.reLU(),
     ],
   });
-}
-
-/** A small seeded PRNG (mulberry32) for the demo's augmentation draws. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/**
- * Two augmented views of a grey batch in [0, 1]: random resized crop (area 0.3–1, aspect 3/4–4/3), horizontal
- * flip, brightness and contrast jitter. A reduced stand-in for the paper's pipeline (App. B) until the views
- * module lands; normalization by the dataset mean/std follows.
- */
-function twoViews(images: tf.Tensor4D, random: () => number, flip: boolean, mean: number, std: number): [tf.Tensor4D, tf.Tensor4D] {
-  const n = images.shape[0];
-  const view = () =>
-    tf.tidy(() => {
-      const boxes: number[] = [];
-      for (let i = 0; i < n; i++) {
-        const area = 0.3 + 0.7 * random();
-        const logRatio = Math.log(3 / 4) + (Math.log(4 / 3) - Math.log(3 / 4)) * random();
-        const ratio = Math.exp(logRatio);
-        const h = Math.min(1, Math.sqrt(area / ratio));
-        const w = Math.min(1, Math.sqrt(area * ratio));
-        const y = (1 - h) * random();
-        const x = (1 - w) * random();
-        if (flip && random() < 0.5) boxes.push(y, x + w, y + h, x);
-        else boxes.push(y, x, y + h, x + w);
-      }
-      const crops = tf.image.cropAndResize(images, tf.tensor2d(boxes, [n, 4]), tf.range(0, n, 1, 'int32'), [28, 28]);
-      const brightness = tf.tensor(Array.from({ length: n }, () => (random() - 0.5) * 0.8), [n, 1, 1, 1]);
-      const contrast = tf.tensor(Array.from({ length: n }, () => 0.6 + 0.8 * random()), [n, 1, 1, 1]);
-      const m = tf.mean(crops, [1, 2, 3], true);
-      const jittered = tf.clipByValue(tf.add(tf.add(tf.mul(tf.sub(crops, m), contrast), m), brightness), 0, 1);
-      return tf.div(tf.sub(jittered, mean), std) as tf.Tensor4D;
-    });
-  return [view(), view()];
 }
 
 async function features(net: (x: tf.Tensor4D) => tf.Tensor2D, images: tf.Tensor4D, mean: number, std: number): Promise<tf.Tensor2D> {
@@ -148,12 +107,18 @@ export async function runDemo(o: DemoOptions): Promise<{ byol: number; random: n
     tau: 0.99,
     seed: o.seed,
   });
-  const random01 = rng(o.seed + 1);
+  // The paper's views for one-channel images (preset `grey`: crop, flip, solarize), normalized with this data's
+  // statistics; digits are not mirrored.
+  const sampler = new ViewSampler('grey', {
+    seed: o.seed + 1,
+    overrides: { mean: [mean], std: [std], views: [{ flip: isFashion ? 0.5 : 0 }, { flip: isFashion ? 0.5 : 0 }] },
+  });
+  const pick = new Rng(o.seed + 2);
   const start = Date.now();
   for (let s = 0; s < o.steps; s++) {
-    const idx = tf.tensor1d(Array.from({ length: o.batchSize }, () => Math.floor(random01() * o.trainImages)), 'int32');
+    const idx = tf.tensor1d(Array.from({ length: o.batchSize }, () => pick.int(0, o.trainImages - 1)), 'int32');
     const batch = tf.gather(train, idx) as tf.Tensor4D;
-    const [v1, v2] = twoViews(batch, random01, isFashion, mean, std);
+    const [v1, v2] = sampler.views(batch);
     const r = await learner.step(v1, v2);
     tf.dispose([idx, batch, v1, v2]);
     if (!Number.isFinite(r.loss)) throw new ByolError('INVALID_STATE', `loss became ${r.loss} at step ${r.step}`);
