@@ -11,7 +11,13 @@ export type ByolErrorCode =
   /** The encoder cannot be used: its output is not one feature vector per image, or it has no weights. */
   | 'INVALID_ENCODER'
   /** Saved state (optimizer slots, weights) does not fit this learner. */
-  | 'INVALID_STATE';
+  | 'INVALID_STATE'
+  /** A data file or folder is unreadable or malformed. `option` names the file. */
+  | 'INVALID_DATA'
+  /** A download failed (network, HTTP status, interrupted transfer). `option` names the URL. */
+  | 'DOWNLOAD_FAILED'
+  /** A downloaded file's checksum is not the published one. `option` names the file. */
+  | 'CHECKSUM_MISMATCH';
 
 export class ByolError extends Error {
   override readonly name = 'ByolError';

@@ -1,0 +1,207 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import { basename, dirname, join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { ByolError } from '../errors.js';
+
+export interface DownloadOptions {
+  /** Expected digest, hex. */
+  readonly checksum: string;
+  readonly algorithm?: 'md5' | 'sha256';
+  /** Called with bytes received so far and the total when known. */
+  readonly onProgress?: (received: number, total: number | null) => void;
+  /** Give up on a connection silent this long. Default 60 s. */
+  readonly timeoutMs?: number;
+}
+
+async function digestOf(path: string, algorithm: string): Promise<string> {
+  const hash = createHash(algorithm);
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+async function sizeOf(path: string): Promise<number> {
+  try {
+    return (await stat(path)).size;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Downloads `url` to `dest`, atomically and resumably: bytes go to `dest.part` (an interrupted transfer keeps what
+ * arrived, and the next call asks only for the rest with an HTTP Range request); when complete, the checksum is
+ * checked and only then is the file renamed to `dest`. A wrong checksum deletes the partial file and throws
+ * CHECKSUM_MISMATCH. An existing `dest` with the right checksum is kept without any request.
+ */
+export async function download(url: string, dest: string, options: DownloadOptions): Promise<string> {
+  const algorithm = options.algorithm ?? 'md5';
+  const expected = options.checksum.toLowerCase();
+  if (await sizeOf(dest)) {
+    if ((await digestOf(dest, algorithm)) === expected) return dest;
+    throw new ByolError('CHECKSUM_MISMATCH', `${dest}: exists but its ${algorithm} is not ${expected}; delete it to download again`, dest);
+  }
+  await mkdir(dirname(dest), { recursive: true });
+  const part = `${dest}.part`;
+  const have = await sizeOf(part);
+  await fetchInto(url, part, have, options, 0);
+  const got = await digestOf(part, algorithm);
+  if (got !== expected) {
+    await rm(part, { force: true });
+    throw new ByolError('CHECKSUM_MISMATCH', `${basename(dest)} from ${url}: ${algorithm} ${got}, expected ${expected}; the partial file was removed`, dest);
+  }
+  await rename(part, dest);
+  return dest;
+}
+
+function fetchInto(url: string, part: string, offset: number, options: DownloadOptions, redirects: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const fail = (why: string) => reject(new ByolError('DOWNLOAD_FAILED', `${url}: ${why}`, url));
+    const client = url.startsWith('https:') ? https : url.startsWith('http:') ? http : null;
+    if (!client) return fail('only http and https addresses are supported');
+    const headers: Record<string, string> = offset > 0 ? { Range: `bytes=${offset}-` } : {};
+    const req = client.get(url, { headers, timeout: options.timeoutMs ?? 60_000 }, (res) => {
+      const status = res.statusCode ?? 0;
+      if (status >= 300 && status < 400 && res.headers.location) {
+        res.resume();
+        if (redirects >= 5) return fail('too many redirects');
+        fetchInto(new URL(res.headers.location, url).toString(), part, offset, options, redirects + 1).then(resolve, reject);
+        return;
+      }
+      if (status === 416 && offset > 0) {
+        // The part file already holds the whole resource.
+        res.resume();
+        return resolve();
+      }
+      if (status !== 200 && status !== 206) {
+        res.resume();
+        return fail(`HTTP ${status}`);
+      }
+      // A server that ignores Range answers 200 with the whole file: start over.
+      const start = status === 206 ? offset : 0;
+      const length = Number(res.headers['content-length']);
+      const total = Number.isFinite(length) ? start + length : null;
+      void (async () => {
+        const file = await open(part, start === 0 ? 'w' : 'a');
+        let received = start;
+        try {
+          for await (const chunk of res) {
+            await file.write(chunk as Buffer);
+            received += (chunk as Buffer).length;
+            options.onProgress?.(received, total);
+          }
+        } catch (e) {
+          await file.close();
+          return fail(`connection lost after ${received} bytes (${(e as Error).message}); call again to resume`);
+        }
+        await file.close();
+        if (!res.complete || (total !== null && received !== total)) {
+          return fail(`connection lost after ${received} of ${total ?? '?'} bytes; call again to resume`);
+        }
+        resolve();
+      })();
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', (e) => fail((e as Error).message));
+  });
+}
+
+/** One file of a published dataset: mirrors tried in order, and its published MD5. */
+export interface DatasetFile {
+  readonly name: string;
+  readonly urls: readonly string[];
+  readonly md5: string;
+}
+
+const MNIST_MIRRORS = ['https://ossci-datasets.s3.amazonaws.com/mnist/', 'http://yann.lecun.com/exdb/mnist/'];
+const FASHION = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/';
+const idxFiles = (mirrors: readonly string[], md5s: readonly string[]): DatasetFile[] =>
+  ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'].map((name, i) => ({
+    name,
+    urls: mirrors.map((m) => m + name),
+    md5: md5s[i]!,
+  }));
+
+/** The official addresses and published MD5s (as torchvision lists them). */
+export const DATASET_FILES: Readonly<Record<'cifar10' | 'cifar100' | 'mnist' | 'fashion-mnist' | 'stl10', readonly DatasetFile[]>> = {
+  cifar10: [{ name: 'cifar-10-binary.tar.gz', urls: ['https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'], md5: 'c32a1d4ab5d03f1284b67883e8d87530' }],
+  cifar100: [{ name: 'cifar-100-binary.tar.gz', urls: ['https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz'], md5: '03b5dce01913d631647c71ecec9e9cb8' }],
+  mnist: idxFiles(MNIST_MIRRORS, ['f68b3c2dcbeaaa9fbdd348bbdeb94873', 'd53e105ee54ea40749a09fcbcd1e9432', '9fb629c4189551a2d022fa330f9573f3', 'ec29112dd5afa0611ce80d1b7f02629c']),
+  'fashion-mnist': idxFiles([FASHION], ['8d4fb7e6c68d591d4c3dfef9ec88bf0d', '25c81989df183df01b3e8a0aad5dffbe', 'bef4ecab320f06d8554ea6380940ec79', 'bb300cfdad3c16e7a12a480ee83cd310']),
+  stl10: [{ name: 'stl10_binary.tar.gz', urls: ['http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz'], md5: '91f7769df0f17e558f3565bffb0c7dfb' }],
+};
+
+/**
+ * Downloads every file of a dataset into `cacheDir/<dataset>/` (mirrors in order), extracting .tar.gz archives
+ * there. Returns the folder. Already complete files are not fetched again.
+ */
+export async function downloadDataset(
+  dataset: keyof typeof DATASET_FILES,
+  cacheDir: string,
+  options: { files?: readonly DatasetFile[]; onProgress?: DownloadOptions['onProgress'] } = {},
+): Promise<string> {
+  const dir = join(cacheDir, dataset);
+  for (const file of options.files ?? DATASET_FILES[dataset]) {
+    const dest = join(dir, file.name);
+    let last: unknown = null;
+    let done = false;
+    for (const url of file.urls) {
+      try {
+        await download(url, dest, { checksum: file.md5, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+        done = true;
+        break;
+      } catch (e) {
+        last = e;
+        if (e instanceof ByolError && e.code === 'CHECKSUM_MISMATCH') throw e;
+      }
+    }
+    if (!done) throw last;
+    if (file.name.endsWith('.tar.gz')) await extractTarGz(dest, dir);
+  }
+  return dir;
+}
+
+/**
+ * Extracts the regular files of a .tar.gz archive into `dir`, flattening their folders (the binary datasets keep
+ * their files one folder deep). Names with '..' or absolute paths are refused. Each file is written atomically;
+ * files already present with the same size are kept.
+ */
+export async function extractTarGz(archive: string, dir: string): Promise<string[]> {
+  const { readFile } = await import('node:fs/promises');
+  let tar: Buffer;
+  try {
+    tar = gunzipSync(await readFile(archive));
+  } catch (e) {
+    throw new ByolError('INVALID_DATA', `${archive}: not a gzip archive (${(e as Error).message})`, archive);
+  }
+  const out: string[] = [];
+  for (let at = 0; at + 512 <= tar.length; ) {
+    const header = tar.subarray(at, at + 512);
+    if (header.every((b) => b === 0)) break;
+    const field = (from: number, len: number) => header.subarray(from, from + len).toString('utf8').replace(/\0.*$/s, '');
+    const prefix = field(345, 155);
+    const name = (prefix ? `${prefix}/` : '') + field(0, 100);
+    const size = parseInt(field(124, 12).trim() || '0', 8);
+    const type = String.fromCharCode(header[156]!);
+    if (!Number.isFinite(size) || at + 512 + size > tar.length) {
+      throw new ByolError('INVALID_DATA', `${archive}: truncated tar entry ${JSON.stringify(name)}`, archive);
+    }
+    if ((type === '0' || type === '\0') && size >= 0) {
+      if (name.split('/').includes('..') || name.startsWith('/')) {
+        throw new ByolError('INVALID_DATA', `${archive}: refusing the unsafe entry name ${JSON.stringify(name)}`, archive);
+      }
+      const dest = join(dir, basename(name));
+      if ((await sizeOf(dest)) !== size) {
+        const tmp = `${dest}.extract`;
+        await writeFile(tmp, tar.subarray(at + 512, at + 512 + size));
+        await rename(tmp, dest);
+      }
+      out.push(dest);
+    }
+    at += 512 + Math.ceil(size / 512) * 512;
+  }
+  return out;
+}

@@ -1,0 +1,183 @@
+import { readdir, realpath, stat } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
+import sharp from 'sharp';
+import { ByolError, invalidOption } from '../errors.js';
+import type { ImageBatch, ImageSource } from './source.js';
+
+/** File extensions read as images (what sharp decodes). Other files are ignored. */
+export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'] as const;
+
+/** A file left out, with why. */
+export interface SkippedFile {
+  readonly path: string;
+  readonly reason: string;
+}
+
+export interface FolderOptions {
+  /** Side of the square images returned. Default 256 (views then crop and resize, e.g. to 224). */
+  readonly size?: number;
+  /**
+   * How a picture becomes size × size: `cover` (default) resizes its shorter side to `size` and crops the centre;
+   * `fill` stretches it; `contain` fits it whole and pads with black.
+   */
+  readonly fit?: 'cover' | 'fill' | 'contain';
+  /** 3 (RGB, default) or 1 (grey). Alpha is dropped; grey, 16-bit and CMYK inputs are converted. */
+  readonly channels?: 1 | 3;
+  /**
+   * A file that cannot be listed or decoded (or a symlink loop, or a link out of the folder): `fail` (default)
+   * throws an error naming it; `skip` leaves it out and reports it to `onSkip` and in `source.skipped`.
+   */
+  readonly onError?: 'fail' | 'skip';
+  readonly onSkip?: (file: SkippedFile) => void;
+}
+
+export interface FolderSource extends ImageSource {
+  /** Files left out so far (policy `skip`), with reasons. */
+  readonly skipped: readonly SkippedFile[];
+  /** The image files, relative to the root, in index order. */
+  readonly files: readonly string[];
+}
+
+function isImage(name: string): boolean {
+  const lower = name.toLowerCase();
+  return IMAGE_EXTENSIONS.some((e) => lower.endsWith(e));
+}
+
+/**
+ * An image folder: `root/<class>/**\/*.jpg…` (labels from the first-level sub-folder names, sorted) or a flat folder
+ * of images (no labels). Walks recursively, follows symlinks that stay inside the root, and refuses loops. Images
+ * are decoded with sharp (libvips: fast, multi-threaded, maintained), EXIF-rotated, converted to 8-bit sRGB (or
+ * grey), and resized to size × size.
+ */
+export async function imageFolder(root: string, options: FolderOptions = {}): Promise<FolderSource> {
+  const size = options.size ?? 256;
+  if (!(Number.isInteger(size) && size >= 1)) throw invalidOption('size', 'a positive integer', size);
+  const fit = options.fit ?? 'cover';
+  if (!['cover', 'fill', 'contain'].includes(fit)) throw invalidOption('fit', '"cover", "fill" or "contain"', fit);
+  const channels = options.channels ?? 3;
+  if (channels !== 1 && channels !== 3) throw invalidOption('channels', '1 or 3', channels);
+  const policy = options.onError ?? 'fail';
+  if (policy !== 'fail' && policy !== 'skip') throw invalidOption('onError', '"fail" or "skip"', policy);
+  const skipped: SkippedFile[] = [];
+  const problem = (path: string, reason: string) => {
+    if (policy === 'fail') throw new ByolError('INVALID_DATA', `${path}: ${reason}`, path);
+    const s = { path, reason };
+    skipped.push(s);
+    options.onSkip?.(s);
+  };
+
+  let realRoot: string;
+  try {
+    realRoot = await realpath(root);
+    if (!(await stat(realRoot)).isDirectory()) throw new Error('not a folder');
+  } catch (e) {
+    throw new ByolError('INVALID_DATA', `${root}: cannot open the image folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, root);
+  }
+  const found: string[] = [];
+  const visited = new Set<string>([realRoot]);
+  const walk = async (dir: string): Promise<void> => {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (e) {
+      problem(dir, `cannot list (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      return;
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const entry of entries) {
+      const path = join(dir, entry.name);
+      let isDir = entry.isDirectory();
+      let isFile = entry.isFile();
+      if (entry.isSymbolicLink()) {
+        let target: string;
+        try {
+          target = await realpath(path);
+        } catch (e) {
+          problem(path, `broken or looping symlink (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+          continue;
+        }
+        if (target !== realRoot && !target.startsWith(realRoot + sep)) {
+          problem(path, `symlink points outside the folder (to ${target})`);
+          continue;
+        }
+        const st = await stat(target);
+        isDir = st.isDirectory();
+        isFile = st.isFile();
+        if (isDir && visited.has(target)) {
+          problem(path, `symlink loop (back to ${target})`);
+          continue;
+        }
+      }
+      if (isDir) {
+        visited.add(await realpath(path));
+        await walk(path);
+      } else if (isFile && isImage(entry.name)) found.push(relative(root, path));
+    }
+  };
+  await walk(root);
+  if (found.length === 0) throw new ByolError('INVALID_DATA', `${root}: no images found (looked for ${IMAGE_EXTENSIONS.join(', ')})`, root);
+
+  // Labels: every image under a first-level sub-folder → classes; every image directly in the root → unlabelled.
+  const top = found.map((f) => (f.includes(sep) ? f.split(sep)[0]! : null));
+  const inRoot = top.filter((t) => t === null).length;
+  let classes: string[] | null = null;
+  let labels: Int32Array | null = null;
+  if (inRoot === 0) {
+    classes = [...new Set(top as string[])].sort();
+    const index = new Map(classes.map((c, i) => [c, i]));
+    labels = Int32Array.from(top, (t) => index.get(t!)!);
+  } else if (inRoot !== found.length) {
+    const loose = found.find((_, i) => top[i] === null)!;
+    throw new ByolError(
+      'INVALID_DATA',
+      `${join(root, loose)}: a labelled folder has images only inside class sub-folders (root/<class>/...), and a flat folder has none in sub-folders; this one mixes both`,
+      join(root, loose),
+    );
+  }
+
+  const decode = async (file: string): Promise<Uint8Array | null> => {
+    const path = join(root, file);
+    try {
+      const pipeline = sharp(path, { failOn: 'error' }).rotate().removeAlpha().toColourspace(channels === 1 ? 'b-w' : 'srgb');
+      const { data, info } = await pipeline.resize(size, size, { fit, background: { r: 0, g: 0, b: 0 } }).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+      if (info.channels !== channels || info.width !== size || info.height !== size) {
+        throw new Error(`decoded to ${info.width}×${info.height}×${info.channels}`);
+      }
+      return data;
+    } catch (e) {
+      problem(path, `cannot decode (${(e as Error).message.split('\n')[0]})`);
+      return null;
+    }
+  };
+
+  const source: FolderSource = {
+    name: `folder:${root}`,
+    length: found.length,
+    imageShape: [size, size, channels],
+    classes,
+    skipped,
+    files: found,
+    async read(indices): Promise<ImageBatch> {
+      const decoded = await Promise.all(
+        indices.map((i) => {
+          if (!(Number.isInteger(i) && i >= 0 && i < found.length)) throw new ByolError('INVALID_INPUT', `${root}: index ${i} is out of range [0, ${found.length})`, 'indices');
+          return decode(found[i]!);
+        }),
+      );
+      const kept = indices.filter((_, k) => decoded[k] !== null);
+      const bytes = size * size * channels;
+      const images = new Uint8Array(kept.length * bytes);
+      let k = 0;
+      for (const d of decoded) if (d) images.set(d, bytes * k++);
+      return {
+        images,
+        shape: [kept.length, size, size, channels],
+        labels: labels ? Int32Array.from(kept, (i) => labels![i]!) : null,
+        ids: kept.map((i) => found[i]!),
+        indices: kept,
+      };
+    },
+    close: async () => undefined,
+  };
+  return source;
+}
