@@ -5,7 +5,9 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { ByolError } from './errors.js';
+import { cpus } from 'node:os';
 import { installWasmFastPaths, silenceCpuBanner } from './backend.js';
+import { nativeLoadError, registerNativeBackend } from './native/backend.js';
 
 export * from './index.js';
 export { parseIdx, type IdxArray } from './data/idx.js';
@@ -14,22 +16,27 @@ export { knnAccuracy, type KnnOptions } from './eval/knn.js';
 export { encodePng, crc32 } from './io/png.js';
 export { writeFileAtomic } from './io/atomic.js';
 
-export type NodeBackendName = 'cpu' | 'wasm';
+export type NodeBackendName = 'native' | 'cpu' | 'wasm';
 
 const require = createRequire(import.meta.url);
 
 /**
- * Selects the tfjs backend. `wasm` (XNNPACK, SIMD, one thread under Node) is several times faster than `cpu`
- * on dense layers but lacks the Conv2DBackpropFilter kernel, so it cannot train convolutional encoders;
- * `cpu` runs everything, slowly.
+ * Selects the tfjs backend. `native` (byol's oneDNN addon; needs the addon built against libdnnl) runs the
+ * convolutions and matrix products natively on every core. `wasm` (XNNPACK, SIMD, one thread under Node) is several
+ * times faster than `cpu` on dense layers but lacks the Conv2DBackpropFilter kernel, so it cannot train
+ * convolutional encoders; `cpu` runs everything, slowly. `threads` (native only) defaults to the machine's cores.
  */
-export async function useBackend(name: NodeBackendName): Promise<void> {
-  if (name === 'wasm') {
+export async function useBackend(name: NodeBackendName, threads = cpus().length): Promise<void> {
+  if (name === 'native') {
+    if (!registerNativeBackend(threads)) {
+      throw new ByolError('INVALID_OPTION', `option \`backend\`: the native addon is not built (${nativeLoadError()}); ${NATIVE_HINT}`, 'backend');
+    }
+  } else if (name === 'wasm') {
     const wasm = await import('@tensorflow/tfjs-backend-wasm');
     const dir = join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist') + '/';
     wasm.setWasmPaths(dir);
   } else if (name !== 'cpu') {
-    throw new ByolError('INVALID_OPTION', `option \`backend\` must be "cpu" or "wasm"; got ${JSON.stringify(name)}`, 'backend');
+    throw new ByolError('INVALID_OPTION', `option \`backend\` must be "native", "cpu" or "wasm"; got ${JSON.stringify(name)}`, 'backend');
   }
   if (!(await tf.setBackend(name))) {
     throw new ByolError('INVALID_OPTION', `option \`backend\`: the ${name} backend failed to start`, 'backend');
@@ -44,3 +51,21 @@ export { idxSource, FASHION_MNIST_CLASSES } from './data/idx-source.js';
 export { imageFolder, IMAGE_EXTENSIONS, type FolderOptions, type FolderSource, type SkippedFile } from './data/folder.js';
 export { download, downloadDataset, extractTarGz, DATASET_FILES, type DownloadOptions, type DatasetFile } from './data/download.js';
 export { parseDatasetSpec, openDataset, DATASET_KINDS, type DatasetSpec, type DatasetKind, type DatasetSplit, type OpenDatasetOptions } from './data/spec.js';
+
+/** How to get native speed, for messages. */
+export const NATIVE_HINT =
+  'install oneDNN (Debian/Ubuntu: apt-get install libdnnl-dev; Homebrew: brew install onednn; conda: conda install -c conda-forge onednn) and run npm rebuild byol';
+
+/**
+ * The fastest backend available: `native` when the addon is built, else `wasm` with a one-line notice on stderr.
+ */
+export async function useFastestBackend(log: (line: string) => void = (l) => console.error(l)): Promise<NodeBackendName> {
+  if (registerNativeBackend(cpus().length)) {
+    await useBackend('native');
+    return 'native';
+  }
+  log(`byol: native backend unavailable (${nativeLoadError()}), using wasm; for native speed ${NATIVE_HINT}`);
+  await useBackend('wasm');
+  return 'wasm';
+}
+export { registerNativeBackend, loadNativeAddon, nativeLoadError, NativeBackend } from './native/backend.js';

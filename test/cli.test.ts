@@ -21,7 +21,7 @@ test('byol: user errors exit non-zero with one clear line', () => {
   const cases: [string[], RegExp][] = [
     [['train'], /^byol: unknown command `train`/],
     [['demo', '--steps', '-3'], /^byol: --steps must be an integer ≥ 1; got -3$/],
-    [['demo', '--backend', 'gpu'], /^byol: --backend must be wasm or cpu; got gpu$/],
+    [['demo', '--backend', 'gpu'], /^byol: --backend must be native, wasm or cpu; got gpu$/],
     [['demo', '--bogus'], /^byol: unknown argument `--bogus`/],
   ];
   for (const [args, pattern] of cases) {

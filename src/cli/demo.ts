@@ -3,35 +3,37 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { Byol } from '../byol/learner.js';
 import { ByolError } from '../errors.js';
 import { knnAccuracy } from '../eval/knn.js';
-import { findOfflineGreyDataset, readIdxFile, useBackend, type NodeBackendName } from '../node.js';
+import { findOfflineGreyDataset, readIdxFile, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
+import { convNet } from '../nets/convnet.js';
 import { Rng } from '../views/rng.js';
 import { ViewSampler } from '../views/views.js';
 
 export interface DemoOptions {
-  readonly steps: number;
+  /** Default: 150 with the native backend (ConvNet), 600 without (MLP). */
+  readonly steps: number | null;
   readonly batchSize: number;
   readonly trainImages: number;
   readonly testImages: number;
-  readonly backend: NodeBackendName;
+  /** Null: the fastest available (native, else wasm). */
+  readonly backend: NodeBackendName | null;
   readonly seed: number;
   readonly log: (line: string) => void;
 }
 
 export const DEFAULT_DEMO: Omit<DemoOptions, 'log'> = {
-  steps: 600,
+  steps: null,
   batchSize: 128,
   trainImages: 10_000,
   testImages: 2_000,
-  backend: 'wasm',
+  backend: null,
   seed: 0,
 };
 
 /**
- * The demo encoder: a 2-hidden-layer MLP with batch norm (784 → 512 → 512). The stand-in for the ConvNet
- * until a fast convolution backward pass lands: tfjs's wasm backend has no Conv2DBackpropFilter and the cpu
- * backend's takes seconds per step.
+ * The demo encoder without the native backend: a 2-hidden-layer MLP with batch norm (784 → 512 → 512), since
+ * tfjs's wasm backend has no Conv2DBackpropFilter and the cpu backend's takes seconds per step.
  */
-function demoEncoder(seed: number): tfl.LayersModel {
+function mlpEncoder(seed: number): tfl.LayersModel {
   const init = (k: number) => tfl.initializers.varianceScaling({ scale: 2, mode: 'fanIn', distribution: 'truncatedNormal', seed: seed + k });
   return tfl.sequential({
     name: 'demo_mlp',
@@ -68,7 +70,12 @@ export async function runDemo(o: DemoOptions): Promise<{ byol: number; random: n
       'dataset',
     );
   }
-  await useBackend(o.backend);
+  const backend = o.backend ?? (await useFastestBackend(o.log));
+  if (o.backend) await useBackend(o.backend);
+  // Convolutions train only where Conv2DBackpropFilter is fast: the native backend.
+  const conv = backend === 'native';
+  const steps = o.steps ?? (conv ? 150 : 600);
+  const demoEncoder = (seed: number) => (conv ? convNet({ seed }) : mlpEncoder(seed));
   const [trX, trY, teX, teY] = await Promise.all([files.trainImages, files.trainLabels, files.testImages, files.testLabels].map(readIdxFile));
   const take = (x: typeof trX, n: number) => tf.tidy(() => tf.div(tf.tensor4d(x!.data.subarray(0, n * 784), [n, 28, 28, 1], 'float32'), 255) as tf.Tensor4D);
   const train = take(trX, o.trainImages);
@@ -78,7 +85,7 @@ export async function runDemo(o: DemoOptions): Promise<{ byol: number; random: n
   const mean = (await tf.mean(train).data())[0]!;
   const std = Math.sqrt((await tf.moments(train).variance.data())[0]!);
   const isFashion = files.name.startsWith('Fashion');
-  o.log(`data: ${files.name}; ${o.trainImages} train images (pretraining and kNN bank), ${o.testImages} test images; backend ${tf.getBackend()}`);
+  o.log(`data: ${files.name}; ${o.trainImages} train images (pretraining and kNN bank), ${o.testImages} test images; backend ${tf.getBackend()}; encoder ${conv ? 'ConvNet 32-64-128' : 'MLP 784-512-512'}`);
 
   const knn = async (encode: (x: tf.Tensor4D) => tf.Tensor2D) => {
     const [a, b] = [await features(encode, train, mean, std), await features(encode, test, mean, std)];
@@ -94,8 +101,8 @@ export async function runDemo(o: DemoOptions): Promise<{ byol: number; random: n
   const learner = new Byol({
     encoder: demoEncoder(o.seed),
     batchSize: o.batchSize,
-    totalSteps: o.steps,
-    warmupSteps: Math.max(1, Math.round(o.steps / 20)),
+    totalSteps: steps,
+    warmupSteps: Math.max(1, Math.round(steps / 20)),
     optimizer: 'lars',
     // solo-learn's short-schedule LARS setting for small datasets (base lr 1.0, η = 0.02): with the paper's
     // η = 1e-3 the weights move 0.05 % a step and a few hundred steps leave the encoder where it started.
@@ -115,17 +122,17 @@ export async function runDemo(o: DemoOptions): Promise<{ byol: number; random: n
   });
   const pick = new Rng(o.seed + 2);
   const start = Date.now();
-  for (let s = 0; s < o.steps; s++) {
+  for (let s = 0; s < steps; s++) {
     const idx = tf.tensor1d(Array.from({ length: o.batchSize }, () => pick.int(0, o.trainImages - 1)), 'int32');
     const batch = tf.gather(train, idx) as tf.Tensor4D;
     const [v1, v2] = sampler.views(batch);
     const r = await learner.step(v1, v2);
     tf.dispose([idx, batch, v1, v2]);
     if (!Number.isFinite(r.loss)) throw new ByolError('INVALID_STATE', `loss became ${r.loss} at step ${r.step}`);
-    if (r.step % 25 === 0 || r.step === o.steps) {
+    if (r.step % 25 === 0 || r.step === steps) {
       const secs = (Date.now() - start) / 1000;
       o.log(
-        `step ${r.step}/${o.steps}  loss ${r.loss.toFixed(4)}  collapse ${r.collapse.toFixed(4)}  τ ${r.tau.toFixed(4)}  lr ${r.learningRate.toFixed(4)}  ${((r.step * o.batchSize) / secs).toFixed(0)} img/s`,
+        `step ${r.step}/${steps}  loss ${r.loss.toFixed(4)}  collapse ${r.collapse.toFixed(4)}  τ ${r.tau.toFixed(4)}  lr ${r.learningRate.toFixed(4)}  ${((r.step * o.batchSize) / secs).toFixed(0)} img/s`,
       );
     }
   }

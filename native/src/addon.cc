@@ -1,0 +1,508 @@
+// byol's native kernels for TensorFlow.js on oneDNN: convolution forward and both gradients, and batched
+// matrix products. Tensors arrive as Float32Arrays in tfjs's layouts (NHWC activations, HWIO filters, row-major
+// matrices); primitives are cached by shape, and filters are reordered to the layout oneDNN prefers.
+#include <napi.h>
+#include <omp.h>
+
+#include <dnnl.hpp>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+#include <algorithm>
+#include <cmath>
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+namespace {
+
+dnnl::engine& Engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+dnnl::stream& Stream() {
+  static dnnl::stream s(Engine());
+  return s;
+}
+
+float* Data(const Napi::Value& v, size_t expected, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a Float32Array");
+  }
+  auto a = v.As<Napi::Float32Array>();
+  if (a.ElementLength() != expected) {
+    std::ostringstream m;
+    m << what << " has " << a.ElementLength() << " values, expected " << expected;
+    throw Napi::RangeError::New(v.Env(), m.str());
+  }
+  return a.Data();
+}
+
+std::vector<int64_t> Ints(const Napi::Value& v, size_t n, const char* what) {
+  if (!v.IsArray() || v.As<Napi::Array>().Length() != n) {
+    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be an array of " + std::to_string(n) + " integers");
+  }
+  auto a = v.As<Napi::Array>();
+  std::vector<int64_t> out(n);
+  for (uint32_t i = 0; i < n; i++) out[i] = a.Get(i).As<Napi::Number>().Int64Value();
+  return out;
+}
+
+int64_t Prod(const std::vector<int64_t>& d) {
+  int64_t p = 1;
+  for (auto x : d) p *= x;
+  return p;
+}
+
+// One convolution geometry: x [N,H,W,C], w [KH,KW,C,O], y [N,OH,OW,O], strides, dilations (tfjs: 1 = none),
+// padding top/left and bottom/right.
+struct ConvGeom {
+  std::vector<int64_t> x, w, y, strides, dil, padTL, padBR;
+  std::string Key(const char* op) const {
+    std::ostringstream k;
+    k << op;
+    for (auto* v : {&x, &w, &y, &strides, &dil, &padTL, &padBR})
+      for (auto e : *v) k << ',' << e;
+    return k.str();
+  }
+  memory::desc Src() const { return memory::desc({x[0], x[3], x[1], x[2]}, dt::f32, tag::nhwc); }
+  memory::desc Dst() const { return memory::desc({y[0], y[3], y[1], y[2]}, dt::f32, tag::nhwc); }
+  memory::desc UserWeights() const { return memory::desc({w[3], w[2], w[0], w[1]}, dt::f32, tag::hwio); }
+  memory::desc AnyWeights() const { return memory::desc({w[3], w[2], w[0], w[1]}, dt::f32, tag::any); }
+  memory::dims Strides() const { return {strides[0], strides[1]}; }
+  memory::dims Dil() const { return {dil[0] - 1, dil[1] - 1}; }
+  memory::dims PadL() const { return {padTL[0], padTL[1]}; }
+  memory::dims PadR() const { return {padBR[0], padBR[1]}; }
+};
+
+ConvGeom ReadGeom(const Napi::CallbackInfo& info, int at) {
+  ConvGeom g;
+  g.x = Ints(info[at], 4, "xShape");
+  g.w = Ints(info[at + 1], 4, "filterShape");
+  g.y = Ints(info[at + 2], 4, "yShape");
+  g.strides = Ints(info[at + 3], 2, "strides");
+  g.dil = Ints(info[at + 4], 2, "dilations");
+  g.padTL = Ints(info[at + 5], 2, "padTopLeft");
+  g.padBR = Ints(info[at + 6], 2, "padBottomRight");
+  return g;
+}
+
+dnnl::convolution_forward::primitive_desc ForwardPd(const ConvGeom& g) {
+  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, g.Src(),
+                                    g.AnyWeights(), g.Dst(), g.Strides(), g.Dil(), g.PadL(), g.PadR());
+  return dnnl::convolution_forward::primitive_desc(d, Engine());
+}
+
+struct CachedConv {
+  dnnl::primitive prim;
+  memory::desc weights;  // the layout the primitive wants for its weights (or diff weights)
+};
+std::unordered_map<std::string, CachedConv> cache;
+
+// Moves `user` (HWIO) into the primitive's weight layout, or uses it as is when they agree.
+memory WeightsFor(const memory::desc& want, const memory& user) {
+  if (want == user.get_desc()) return user;
+  memory m(want, Engine());
+  dnnl::reorder(user, m).execute(Stream(), const_cast<memory&>(user), m);
+  return m;
+}
+
+// conv2dForward(x, w, y, xShape, wShape, yShape, strides, dilations, padTL, padBR)
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  ConvGeom g = ReadGeom(info, 3);
+  float* x = Data(info[0], Prod(g.x), "x");
+  float* w = Data(info[1], Prod(g.w), "filter");
+  float* y = Data(info[2], Prod(g.y), "y");
+  std::string key = g.Key("fwd");
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    auto pd = ForwardPd(g);
+    it = cache.emplace(key, CachedConv{dnnl::convolution_forward(pd), pd.weights_desc()}).first;
+  }
+  memory src(g.Src(), Engine(), x), dst(g.Dst(), Engine(), y), wu(g.UserWeights(), Engine(), w);
+  memory wm = WeightsFor(it->second.weights, wu);
+  it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}});
+  Stream().wait();
+  return info.Env().Undefined();
+}
+
+// conv2dBackpropInput(dy, w, dx, xShape, wShape, yShape, ...)
+Napi::Value Conv2dBackpropInput(const Napi::CallbackInfo& info) {
+  ConvGeom g = ReadGeom(info, 3);
+  float* dy = Data(info[0], Prod(g.y), "dy");
+  float* w = Data(info[1], Prod(g.w), "filter");
+  float* dx = Data(info[2], Prod(g.x), "dx");
+  std::string key = g.Key("bwd_data");
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, g.Src(), g.AnyWeights(), g.Dst(),
+                                            g.Strides(), g.Dil(), g.PadL(), g.PadR());
+    dnnl::convolution_backward_data::primitive_desc pd(d, Engine(), ForwardPd(g));
+    it = cache.emplace(key, CachedConv{dnnl::convolution_backward_data(pd), pd.weights_desc()}).first;
+  }
+  memory ddst(g.Dst(), Engine(), dy), dsrc(g.Src(), Engine(), dx), wu(g.UserWeights(), Engine(), w);
+  memory wm = WeightsFor(it->second.weights, wu);
+  it->second.prim.execute(Stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dsrc}});
+  Stream().wait();
+  return info.Env().Undefined();
+}
+
+// conv2dBackpropFilter(x, dy, dw, xShape, wShape, yShape, ...)
+Napi::Value Conv2dBackpropFilter(const Napi::CallbackInfo& info) {
+  ConvGeom g = ReadGeom(info, 3);
+  float* x = Data(info[0], Prod(g.x), "x");
+  float* dy = Data(info[1], Prod(g.y), "dy");
+  float* dw = Data(info[2], Prod(g.w), "dw");
+  std::string key = g.Key("bwd_weights");
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.Src(), g.AnyWeights(), g.Dst(),
+                                               g.Strides(), g.Dil(), g.PadL(), g.PadR());
+    dnnl::convolution_backward_weights::primitive_desc pd(d, Engine(), ForwardPd(g));
+    it = cache.emplace(key, CachedConv{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc()}).first;
+  }
+  memory src(g.Src(), Engine(), x), ddst(g.Dst(), Engine(), dy), user(g.UserWeights(), Engine(), dw);
+  const memory::desc& want = it->second.weights;
+  if (want == user.get_desc()) {
+    it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, user}});
+  } else {
+    memory tmp(want, Engine());
+    it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, tmp}});
+    dnnl::reorder(tmp, user).execute(Stream(), tmp, user);
+  }
+  Stream().wait();
+  return info.Env().Undefined();
+}
+
+// matMul(a, b, c, batch, m, k, n, transposeA, transposeB): c[batch, m, n] = op(a) · op(b); a is [batch, m, k]
+// ([batch, k, m] when transposed), b is [batch, k, n] ([batch, n, k] when transposed). Batch 1 broadcasts.
+Napi::Value MatMul(const Napi::CallbackInfo& info) {
+  int64_t ba = info[3].As<Napi::Number>().Int64Value();
+  int64_t bb = info[4].As<Napi::Number>().Int64Value();
+  int64_t m = info[5].As<Napi::Number>().Int64Value();
+  int64_t k = info[6].As<Napi::Number>().Int64Value();
+  int64_t n = info[7].As<Napi::Number>().Int64Value();
+  bool ta = info[8].As<Napi::Boolean>().Value();
+  bool tb = info[9].As<Napi::Boolean>().Value();
+  int64_t bc = std::max(ba, bb);
+  float* a = Data(info[0], ba * m * k, "a");
+  float* b = Data(info[1], bb * k * n, "b");
+  float* c = Data(info[2], bc * m * n, "c");
+  memory::desc amd({ba, m, k}, dt::f32, ta ? memory::dims{m * k, 1, m} : memory::dims{m * k, k, 1});
+  memory::desc bmd({bb, k, n}, dt::f32, tb ? memory::dims{k * n, 1, k} : memory::dims{k * n, n, 1});
+  memory::desc cmd({bc, m, n}, dt::f32, memory::dims{m * n, n, 1});
+  std::ostringstream key;
+  key << "mm," << ba << ',' << bb << ',' << m << ',' << k << ',' << n << ',' << ta << ',' << tb;
+  auto it = cache.find(key.str());
+  if (it == cache.end()) {
+    dnnl::matmul::desc d(amd, bmd, cmd);
+    dnnl::matmul::primitive_desc pd(d, Engine());
+    it = cache.emplace(key.str(), CachedConv{dnnl::matmul(pd), bmd}).first;
+  }
+  memory am(amd, Engine(), a), bm(bmd, Engine(), b), cm(cmd, Engine(), c);
+  it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  Stream().wait();
+  return info.Env().Undefined();
+}
+
+// binary(op, a, b, out, mode, inner): elementwise a ∘ b into out, where one operand may repeat:
+// mode 0: same size; 1: b[i % inner]; 2: a[i % inner]; 3: b[i / inner]; 4: a[i / inner].
+// ops: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min, 6 squared difference.
+template <int OP>
+inline float Apply(float x, float y) {
+  if constexpr (OP == 0) return x + y;
+  if constexpr (OP == 1) return x - y;
+  if constexpr (OP == 2) return x * y;
+  if constexpr (OP == 3) return x / y;
+  if constexpr (OP == 4) return x > y || x != x ? x : y;
+  if constexpr (OP == 5) return x < y || x != x ? x : y;
+  if constexpr (OP == 6) return (x - y) * (x - y);
+  return y == 2.f ? x * x : std::pow(x, y);
+}
+
+template <int OP>
+void BinaryLoop(const float* a, const float* b, float* o, int64_t n, int mode, int64_t inner) {
+  switch (mode) {
+    case 0:
+#pragma omp parallel for schedule(static) if (n > 32768)
+      for (int64_t i = 0; i < n; i++) o[i] = Apply<OP>(a[i], b[i]);
+      break;
+    case 1:
+    case 2: {
+      const int64_t outer = n / inner;
+#pragma omp parallel for schedule(static) if (n > 32768)
+      for (int64_t r = 0; r < outer; r++) {
+        const int64_t base = r * inner;
+        if (mode == 1)
+          for (int64_t j = 0; j < inner; j++) o[base + j] = Apply<OP>(a[base + j], b[j]);
+        else
+          for (int64_t j = 0; j < inner; j++) o[base + j] = Apply<OP>(a[j], b[base + j]);
+      }
+      break;
+    }
+    default: {
+      const int64_t outer = n / inner;
+#pragma omp parallel for schedule(static) if (n > 32768)
+      for (int64_t r = 0; r < outer; r++) {
+        const int64_t base = r * inner;
+        if (mode == 3) {
+          const float y = b[r];
+          for (int64_t j = 0; j < inner; j++) o[base + j] = Apply<OP>(a[base + j], y);
+        } else {
+          const float x = a[r];
+          for (int64_t j = 0; j < inner; j++) o[base + j] = Apply<OP>(x, b[base + j]);
+        }
+      }
+    }
+  }
+}
+
+Napi::Value Binary(const Napi::CallbackInfo& info) {
+  int op = info[0].As<Napi::Number>().Int32Value();
+  auto out = info[3].As<Napi::Float32Array>();
+  int64_t n = out.ElementLength();
+  int mode = info[4].As<Napi::Number>().Int32Value();
+  int64_t inner = info[5].As<Napi::Number>().Int64Value();
+  int64_t na = mode == 2 ? inner : mode == 4 ? n / inner : n;
+  int64_t nb = mode == 1 ? inner : mode == 3 ? n / inner : n;
+  const float* a = Data(info[1], na, "a");
+  const float* b = Data(info[2], nb, "b");
+  float* o = out.Data();
+  switch (op) {
+    case 0: BinaryLoop<0>(a, b, o, n, mode, inner); break;
+    case 1: BinaryLoop<1>(a, b, o, n, mode, inner); break;
+    case 2: BinaryLoop<2>(a, b, o, n, mode, inner); break;
+    case 3: BinaryLoop<3>(a, b, o, n, mode, inner); break;
+    case 4: BinaryLoop<4>(a, b, o, n, mode, inner); break;
+    case 5: BinaryLoop<5>(a, b, o, n, mode, inner); break;
+    case 6: BinaryLoop<6>(a, b, o, n, mode, inner); break;
+    case 7: BinaryLoop<7>(a, b, o, n, mode, inner); break;
+    default: throw Napi::RangeError::New(info.Env(), "unknown binary op");
+  }
+  return info.Env().Undefined();
+}
+
+// reduce(op, x, out, outer, inner, leading): x viewed as [outer, inner]. leading: reduce over outer (out has
+// inner values); else over inner (out has outer values). ops: 0 sum, 1 mean, 2 max, 3 min. Sums accumulate in double.
+Napi::Value Reduce(const Napi::CallbackInfo& info) {
+  int op = info[0].As<Napi::Number>().Int32Value();
+  int64_t outer = info[3].As<Napi::Number>().Int64Value();
+  int64_t inner = info[4].As<Napi::Number>().Int64Value();
+  bool leading = info[5].As<Napi::Boolean>().Value();
+  const float* x = Data(info[1], outer * inner, "x");
+  float* o = Data(info[2], leading ? inner : outer, "out");
+  if (leading) {
+    int threads = omp_get_max_threads();
+    int64_t chunk = (inner + threads - 1) / threads;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < threads; t++) {
+      int64_t j0 = t * chunk, j1 = std::min(inner, j0 + chunk);
+      if (j0 >= j1) continue;
+      std::vector<double> acc(j1 - j0);
+      for (int64_t j = j0; j < j1; j++) acc[j - j0] = op <= 1 ? 0.0 : x[j];
+      for (int64_t r = op <= 1 ? 0 : 1; r < outer; r++) {
+        const float* row = x + r * inner;
+        if (op <= 1)
+          for (int64_t j = j0; j < j1; j++) acc[j - j0] += row[j];
+        else if (op == 2)
+          for (int64_t j = j0; j < j1; j++) acc[j - j0] = std::max<double>(acc[j - j0], row[j]);
+        else
+          for (int64_t j = j0; j < j1; j++) acc[j - j0] = std::min<double>(acc[j - j0], row[j]);
+      }
+      for (int64_t j = j0; j < j1; j++) o[j] = float(op == 1 ? acc[j - j0] / double(outer) : acc[j - j0]);
+    }
+  } else {
+#pragma omp parallel for schedule(static) if (outer * inner > 32768)
+    for (int64_t r = 0; r < outer; r++) {
+      const float* row = x + r * inner;
+      double acc = op <= 1 ? 0.0 : row[0];
+      if (op <= 1)
+        for (int64_t j = 0; j < inner; j++) acc += row[j];
+      else if (op == 2)
+        for (int64_t j = 1; j < inner; j++) acc = std::max<double>(acc, row[j]);
+      else
+        for (int64_t j = 1; j < inner; j++) acc = std::min<double>(acc, row[j]);
+      o[r] = float(op == 1 ? acc / double(inner) : acc);
+    }
+  }
+  return info.Env().Undefined();
+}
+
+// unary(op, x, out, alpha): 0 relu, 1 step (x > 0 ? 1 : alpha; NaN stays NaN), 2 square, 3 sqrt, 4 rsqrt, 5 exp,
+// 6 neg, 7 abs.
+Napi::Value Unary(const Napi::CallbackInfo& info) {
+  int op = info[0].As<Napi::Number>().Int32Value();
+  auto xa = info[1].As<Napi::Float32Array>();
+  int64_t n = xa.ElementLength();
+  const float* x = xa.Data();
+  float* o = Data(info[2], n, "out");
+  float alpha = info[3].As<Napi::Number>().FloatValue();
+#pragma omp parallel for schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; i++) {
+    float v = x[i];
+    switch (op) {
+      case 0: o[i] = v < 0.f ? 0.f : v; break;
+      case 1: o[i] = v != v ? v : (v > 0.f ? 1.f : alpha); break;
+      case 2: o[i] = v * v; break;
+      case 3: o[i] = std::sqrt(v); break;
+      case 4: o[i] = 1.f / std::sqrt(v); break;
+      case 5: o[i] = std::exp(v); break;
+      case 6: o[i] = -v; break;
+      default: o[i] = std::fabs(v);
+    }
+  }
+  return info.Env().Undefined();
+}
+
+// reduceMiddle(op, x, out, outer, mid, inner): x viewed as [outer, mid, inner], reduced over mid into [outer, inner].
+Napi::Value ReduceMiddle(const Napi::CallbackInfo& info) {
+  int op = info[0].As<Napi::Number>().Int32Value();
+  int64_t outer = info[3].As<Napi::Number>().Int64Value();
+  int64_t mid = info[4].As<Napi::Number>().Int64Value();
+  int64_t inner = info[5].As<Napi::Number>().Int64Value();
+  const float* x = Data(info[1], outer * mid * inner, "x");
+  float* o = Data(info[2], outer * inner, "out");
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < outer; r++) {
+    std::vector<double> acc(inner);
+    const float* base = x + r * mid * inner;
+    for (int64_t j = 0; j < inner; j++) acc[j] = op <= 1 ? 0.0 : base[j];
+    for (int64_t m = op <= 1 ? 0 : 1; m < mid; m++) {
+      const float* row = base + m * inner;
+      if (op <= 1)
+        for (int64_t j = 0; j < inner; j++) acc[j] += row[j];
+      else if (op == 2)
+        for (int64_t j = 0; j < inner; j++) acc[j] = std::max<double>(acc[j], row[j]);
+      else
+        for (int64_t j = 0; j < inner; j++) acc[j] = std::min<double>(acc[j], row[j]);
+    }
+    for (int64_t j = 0; j < inner; j++) o[r * inner + j] = float(op == 1 ? acc[j] / double(mid) : acc[j]);
+  }
+  return info.Env().Undefined();
+}
+
+// binaryMiddle(op, full, small, out, fullFirst, mid, inner): small is full with a middle run of dims set to 1:
+// full viewed as [outer, mid, inner], small as [outer, inner].
+template <int OP>
+void MiddleLoop(const float* f, const float* sm, float* o, int64_t outer, int64_t mid, int64_t inner, bool fullFirst) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < outer; r++) {
+    const float* srow = sm + r * inner;
+    for (int64_t m = 0; m < mid; m++) {
+      const int64_t base = (r * mid + m) * inner;
+      if (fullFirst)
+        for (int64_t j = 0; j < inner; j++) o[base + j] = Apply<OP>(f[base + j], srow[j]);
+      else
+        for (int64_t j = 0; j < inner; j++) o[base + j] = Apply<OP>(srow[j], f[base + j]);
+    }
+  }
+}
+
+Napi::Value BinaryMiddle(const Napi::CallbackInfo& info) {
+  int op = info[0].As<Napi::Number>().Int32Value();
+  bool fullFirst = info[4].As<Napi::Boolean>().Value();
+  int64_t mid = info[5].As<Napi::Number>().Int64Value();
+  int64_t inner = info[6].As<Napi::Number>().Int64Value();
+  auto out = info[3].As<Napi::Float32Array>();
+  int64_t n = out.ElementLength();
+  int64_t outer = n / (mid * inner);
+  const float* f = Data(info[1], n, "full");
+  const float* sm = Data(info[2], outer * inner, "small");
+  float* o = out.Data();
+  switch (op) {
+    case 0: MiddleLoop<0>(f, sm, o, outer, mid, inner, fullFirst); break;
+    case 1: MiddleLoop<1>(f, sm, o, outer, mid, inner, fullFirst); break;
+    case 2: MiddleLoop<2>(f, sm, o, outer, mid, inner, fullFirst); break;
+    case 3: MiddleLoop<3>(f, sm, o, outer, mid, inner, fullFirst); break;
+    case 4: MiddleLoop<4>(f, sm, o, outer, mid, inner, fullFirst); break;
+    case 5: MiddleLoop<5>(f, sm, o, outer, mid, inner, fullFirst); break;
+    case 6: MiddleLoop<6>(f, sm, o, outer, mid, inner, fullFirst); break;
+    case 7: MiddleLoop<7>(f, sm, o, outer, mid, inner, fullFirst); break;
+    default: throw Napi::RangeError::New(info.Env(), "unknown binary op");
+  }
+  return info.Env().Undefined();
+}
+
+// maxPoolGrad(dy, x, dx, xShape[4], yShape[4], window[2], strides[2], padTL[2]): routes each dy to the first
+// maximum of its window in x (as tfjs's cpu kernel), NHWC.
+Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
+  auto xs = Ints(info[3], 4, "xShape");
+  auto ys = Ints(info[4], 4, "yShape");
+  auto win = Ints(info[5], 2, "window");
+  auto st = Ints(info[6], 2, "strides");
+  auto pad = Ints(info[7], 2, "padTopLeft");
+  const float* dy = Data(info[0], Prod(ys), "dy");
+  const float* x = Data(info[1], Prod(xs), "x");
+  float* dx = Data(info[2], Prod(xs), "dx");
+  const int64_t N = xs[0], H = xs[1], W = xs[2], C = xs[3], OH = ys[1], OW = ys[2];
+  std::fill(dx, dx + Prod(xs), 0.f);
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; n++) {
+    for (int64_t oy = 0; oy < OH; oy++)
+      for (int64_t ox = 0; ox < OW; ox++)
+        for (int64_t c = 0; c < C; c++) {
+          float best = -INFINITY;
+          int64_t at = -1;
+          for (int64_t ky = 0; ky < win[0]; ky++) {
+            int64_t iy = oy * st[0] - pad[0] + ky;
+            if (iy < 0 || iy >= H) continue;
+            for (int64_t kx = 0; kx < win[1]; kx++) {
+              int64_t ix = ox * st[1] - pad[1] + kx;
+              if (ix < 0 || ix >= W) continue;
+              int64_t idx = ((n * H + iy) * W + ix) * C + c;
+              if (x[idx] > best || at < 0) {
+                best = x[idx];
+                at = idx;
+              }
+            }
+          }
+          if (at >= 0) dx[at] += dy[((n * OH + oy) * OW + ox) * C + c];
+        }
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  omp_set_num_threads(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), omp_get_max_threads()); }
+
+Napi::Value CacheSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(cache.size())); }
+
+// Wraps a kernel so that oneDNN's errors reach JavaScript as exceptions with its message.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value Guard(const Napi::CallbackInfo& info) {
+  try {
+    return F(info);
+  } catch (const dnnl::error& e) {
+    throw Napi::Error::New(info.Env(), std::string("oneDNN: ") + e.what());
+  }
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("conv2dForward", Napi::Function::New(env, Guard<Conv2dForward>));
+  exports.Set("conv2dBackpropInput", Napi::Function::New(env, Guard<Conv2dBackpropInput>));
+  exports.Set("conv2dBackpropFilter", Napi::Function::New(env, Guard<Conv2dBackpropFilter>));
+  exports.Set("matMul", Napi::Function::New(env, Guard<MatMul>));
+  exports.Set("binary", Napi::Function::New(env, Guard<Binary>));
+  exports.Set("reduce", Napi::Function::New(env, Guard<Reduce>));
+  exports.Set("unary", Napi::Function::New(env, Guard<Unary>));
+  exports.Set("reduceMiddle", Napi::Function::New(env, Guard<ReduceMiddle>));
+  exports.Set("binaryMiddle", Napi::Function::New(env, Guard<BinaryMiddle>));
+  exports.Set("maxPoolGrad", Napi::Function::New(env, Guard<MaxPoolGrad>));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("getThreads", Napi::Function::New(env, GetThreads));
+  exports.Set("cacheSize", Napi::Function::New(env, CacheSize));
+  exports.Set("dnnlVersion", Napi::String::New(env, std::to_string(DNNL_VERSION_MAJOR) + "." + std::to_string(DNNL_VERSION_MINOR) + "." +
+                                                        std::to_string(DNNL_VERSION_PATCH)));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(byol_native, Init)

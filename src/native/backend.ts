@@ -1,0 +1,334 @@
+/**
+ * The `native` tfjs backend for Node: tfjs-backend-cpu's tensor storage and kernels, with the hot ones — convolution
+ * forward and both gradients, batched matrix products, and their fused bias/ReLU forms — running in byol's oneDNN
+ * addon (native/). Everything else is the cpu backend's own kernel.
+ */
+import { createRequire } from 'node:module';
+import * as tf from '@tensorflow/tfjs-core';
+import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+
+interface Addon {
+  conv2dForward(x: Float32Array, w: Float32Array, y: Float32Array, ...geom: number[][]): void;
+  conv2dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, ...geom: number[][]): void;
+  conv2dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, ...geom: number[][]): void;
+  matMul(a: Float32Array, b: Float32Array, c: Float32Array, batchA: number, batchB: number, m: number, k: number, n: number, ta: boolean, tb: boolean): void;
+  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, mode: number, inner: number): void;
+  reduce(op: number, x: Float32Array, out: Float32Array, outer: number, inner: number, leading: boolean): void;
+  unary(op: number, x: Float32Array, out: Float32Array, alpha: number): void;
+  reduceMiddle(op: number, x: Float32Array, out: Float32Array, outer: number, mid: number, inner: number): void;
+  binaryMiddle(op: number, full: Float32Array, small: Float32Array, out: Float32Array, fullFirst: boolean, mid: number, inner: number): void;
+  maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
+  setThreads(n: number): void;
+  getThreads(): number;
+  cacheSize(): number;
+  readonly dnnlVersion: string;
+}
+
+let addon: Addon | null | undefined;
+let loadError = '';
+
+/** The compiled addon, or null (with the reason in {@link nativeLoadError}) when it was not built. */
+export function loadNativeAddon(): Addon | null {
+  if (addon !== undefined) return addon;
+  try {
+    const require = createRequire(import.meta.url);
+    addon = require('../../../native/build/Release/byol_native.node') as Addon;
+  } catch (e) {
+    addon = null;
+    loadError = (e as Error).message.split('\n')[0] ?? 'unknown error';
+  }
+  return addon;
+}
+
+export function nativeLoadError(): string {
+  return loadError;
+}
+
+export class NativeBackend extends MathBackendCPU {
+  constructor() {
+    super();
+    // The cpu backend's "install tfjs-node" banner does not apply to this backend.
+    (this as unknown as { firstUse: boolean }).firstUse = false;
+  }
+}
+
+type Info = tf.TensorInfo;
+/** A float32 tensor's data as a Float32Array (the cpu backend may hold other array types, e.g. for constants). */
+const values = (backend: MathBackendCPU, t: Info): Float32Array => {
+  const v = backend.data.get(t.dataId).values;
+  return v instanceof Float32Array ? v : Float32Array.from(backend.readSync(t.dataId) as ArrayLike<number>);
+};
+
+function convGeometry(c: tf.backend_util.Conv2DInfo): number[][] {
+  return [
+    [c.batchSize, c.inHeight, c.inWidth, c.inChannels],
+    [c.filterHeight, c.filterWidth, c.inChannels, c.outChannels],
+    [c.batchSize, c.outHeight, c.outWidth, c.outChannels],
+    [c.strideHeight, c.strideWidth],
+    [c.dilationHeight, c.dilationWidth],
+    [c.padInfo.top, c.padInfo.left],
+    [c.padInfo.bottom, c.padInfo.right],
+  ];
+}
+
+/** Adds a per-channel bias and applies ReLU in place; false if the activation is one we leave to tfjs. */
+function biasActivation(out: Float32Array, bias: Float32Array | null, activation: string | undefined): boolean {
+  if (activation !== undefined && activation !== 'linear' && activation !== 'relu') return false;
+  if (bias) {
+    const c = bias.length;
+    for (let i = 0; i < out.length; i++) out[i]! += bias[i % c]!;
+  }
+  if (activation === 'relu') for (let i = 0; i < out.length; i++) if (out[i]! < 0) out[i] = 0;
+  return true;
+}
+
+function registerKernels(a: Addon): void {
+  const cpuKernel = (name: string) => tf.getKernel(name, 'cpu')!;
+  const fallback = (name: string, args: Parameters<tf.KernelFunc>[0]) => cpuKernel(name).kernelFunc(args) as Info;
+  const reg = (kernelName: string, kernelFunc: tf.KernelFunc) => {
+    if (tf.getKernel(kernelName, 'native')) tf.unregisterKernel(kernelName, 'native');
+    tf.registerKernel({ kernelName, backendName: 'native', kernelFunc });
+  };
+  // Everything the cpu backend has, first.
+  for (const k of tf.getKernelsForBackend('cpu')) {
+    if (!tf.getKernel(k.kernelName, 'native')) tf.registerKernel({ ...k, backendName: 'native' });
+  }
+
+  const conv = (args: Parameters<tf.KernelFunc>[0], name: 'Conv2D' | 'FusedConv2D'): Info => {
+    const { inputs, attrs } = args;
+    const backend = args.backend as MathBackendCPU;
+    const x = inputs['x']!;
+    const filter = inputs['filter']!;
+    const at = attrs as unknown as { strides: number | [number, number]; pad: 'same' | 'valid' | number; dataFormat: 'NHWC' | 'NCHW'; dilations: number | [number, number]; dimRoundingMode?: 'floor' | 'round' | 'ceil'; activation?: string };
+    const bias = name === 'FusedConv2D' ? (inputs['bias'] ?? null) : null;
+    const extra = name === 'FusedConv2D' && (inputs['preluActivationWeights'] != null || (at.activation !== undefined && at.activation !== 'linear' && at.activation !== 'relu'));
+    if (at.dataFormat === 'NCHW' || x.dtype !== 'float32' || extra || (bias && bias.shape.length !== 1)) return fallback(name, args);
+    const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filter.shape as [number, number, number, number], at.strides, at.dilations, at.pad, at.dimRoundingMode, false, 'channelsLast');
+    const out = new Float32Array(tf.util.sizeFromShape(info.outShape));
+    a.conv2dForward(values(backend, x), values(backend, filter), out, ...convGeometry(info));
+    biasActivation(out, bias ? values(backend, bias) : null, at.activation);
+    return backend.makeTensorInfo(info.outShape, 'float32', out);
+  };
+  reg('Conv2D', (args) => conv(args, 'Conv2D'));
+  reg('FusedConv2D', (args) => conv(args, 'FusedConv2D'));
+
+  reg('Conv2DBackpropInput', (args) => {
+    const backend = args.backend as MathBackendCPU;
+    const dy = args.inputs['dy']!;
+    const filter = args.inputs['filter']!;
+    const at = args.attrs as unknown as { inputShape: [number, number, number, number]; strides: number | [number, number]; pad: 'same' | 'valid' | number; dataFormat: string; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
+    if (at.dataFormat === 'NCHW' || dy.dtype !== 'float32') return fallback('Conv2DBackpropInput', args);
+    const info = tf.backend_util.computeConv2DInfo(at.inputShape, filter.shape as [number, number, number, number], at.strides, 1, at.pad, at.dimRoundingMode, false, 'channelsLast');
+    const out = new Float32Array(tf.util.sizeFromShape(at.inputShape));
+    a.conv2dBackpropInput(values(backend, dy), values(backend, filter), out, ...convGeometry(info));
+    return backend.makeTensorInfo(at.inputShape, 'float32', out);
+  });
+
+  reg('Conv2DBackpropFilter', (args) => {
+    const backend = args.backend as MathBackendCPU;
+    const x = args.inputs['x']!;
+    const dy = args.inputs['dy']!;
+    const at = args.attrs as unknown as { filterShape: [number, number, number, number]; strides: number | [number, number]; pad: 'same' | 'valid' | number; dataFormat: string; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
+    if (at.dataFormat === 'NCHW' || x.dtype !== 'float32') return fallback('Conv2DBackpropFilter', args);
+    const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], at.filterShape, at.strides, 1, at.pad, at.dimRoundingMode, false, 'channelsLast');
+    const out = new Float32Array(tf.util.sizeFromShape(at.filterShape));
+    a.conv2dBackpropFilter(values(backend, x), values(backend, dy), out, ...convGeometry(info));
+    return backend.makeTensorInfo(at.filterShape, 'float32', out);
+  });
+
+  const matmul = (args: Parameters<tf.KernelFunc>[0], name: 'BatchMatMul' | '_FusedMatMul'): Info => {
+    const backend = args.backend as MathBackendCPU;
+    const A = args.inputs['a']!;
+    const B = args.inputs['b']!;
+    const at = args.attrs as unknown as { transposeA: boolean; transposeB: boolean; activation?: string };
+    const bias = name === '_FusedMatMul' ? (args.inputs['bias'] ?? null) : null;
+    const rank = A.shape.length;
+    const unsupported =
+      A.dtype !== 'float32' || B.dtype !== 'float32' || rank !== B.shape.length || rank < 2 || rank > 3 ||
+      (name === '_FusedMatMul' && (args.inputs['preluActivationWeights'] != null || (at.activation !== undefined && at.activation !== 'linear' && at.activation !== 'relu'))) ||
+      (bias !== null && bias.shape.length !== 1);
+    if (unsupported) return fallback(name, args);
+    const batchA = rank === 3 ? A.shape[0]! : 1;
+    const batchB = rank === 3 ? B.shape[0]! : 1;
+    if (batchA !== batchB && batchA !== 1 && batchB !== 1) return fallback(name, args);
+    const m = at.transposeA ? A.shape[rank - 1]! : A.shape[rank - 2]!;
+    const k = at.transposeA ? A.shape[rank - 2]! : A.shape[rank - 1]!;
+    const n = at.transposeB ? B.shape[rank - 2]! : B.shape[rank - 1]!;
+    const batch = Math.max(batchA, batchB);
+    const out = new Float32Array(batch * m * n);
+    a.matMul(values(backend, A), values(backend, B), out, batchA, batchB, m, k, n, at.transposeA, at.transposeB);
+    biasActivation(out, bias ? values(backend, bias) : null, at.activation);
+    return backend.makeTensorInfo(rank === 3 ? [batch, m, n] : [m, n], 'float32', out);
+  };
+  reg('BatchMatMul', (args) => matmul(args, 'BatchMatMul'));
+
+  reg('MaxPoolGrad', (args) => {
+    const backend = args.backend as MathBackendCPU;
+    const { dy, input } = args.inputs as { dy: Info; input: Info };
+    const at = args.attrs as unknown as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'same' | 'valid' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
+    if (input.dtype !== 'float32') return fallback('MaxPoolGrad', args);
+    const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], at.filterSize, at.strides, 1, at.pad, at.dimRoundingMode);
+    const out = new Float32Array(tf.util.sizeFromShape(input.shape));
+    a.maxPoolGrad(values(backend, dy), values(backend, input), out, [...input.shape], [...info.outShape], [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [info.padInfo.top, info.padInfo.left]);
+    return backend.makeTensorInfo(input.shape, 'float32', out);
+  });
+  reg('_FusedMatMul', (args) => matmul(args, '_FusedMatMul'));
+}
+
+/**
+ * How `small` repeats inside `out` (both right-aligned, as tfjs broadcasts): `periodic` (small covers the last dims of
+ * out: small[i % inner]) or `block` (small covers the first dims: small[i / inner]); null for other patterns.
+ */
+export function broadcastPattern(small: readonly number[], out: readonly number[]): { kind: 'periodic' | 'block'; inner: number } | null {
+  const r = out.length;
+  const s = [...new Array<number>(r - small.length).fill(1), ...small];
+  const size = (d: readonly number[]) => d.reduce((a, b) => a * b, 1);
+  // periodic: s = [1, …, 1, out[k], …, out[r−1]]
+  for (let k = 0; k <= r; k++) {
+    if (s.slice(0, k).every((d) => d === 1) && s.slice(k).every((d, i) => d === out[k + i])) return { kind: 'periodic', inner: size(out.slice(k)) };
+  }
+  // block: s = [out[0], …, out[k−1], 1, …, 1]
+  for (let k = r; k >= 0; k--) {
+    if (s.slice(0, k).every((d, i) => d === out[i]) && s.slice(k).every((d) => d === 1)) return { kind: 'block', inner: size(out.slice(k)) };
+  }
+  return null;
+}
+
+/** `small` equals `out` but for a run of middle dims set to 1: out viewed as [outer, mid, inner], small as [outer, inner]. */
+export function middlePattern(small: readonly number[], out: readonly number[]): { mid: number; inner: number } | null {
+  const r = out.length;
+  if (small.length !== r) return null;
+  const ones = small.map((d, i) => d === 1 && out[i] !== 1);
+  const first = ones.indexOf(true);
+  if (first < 0) return null;
+  let last = first;
+  while (last + 1 < r && (ones[last + 1] || out[last + 1] === 1)) last++;
+  for (let i = 0; i < r; i++) if ((i < first || i > last) && small[i] !== out[i]) return null;
+  const size = (d: readonly number[]) => d.reduce((a, b) => a * b, 1);
+  return { mid: size(out.slice(first, last + 1)), inner: size(out.slice(last + 1)) };
+}
+
+function registerElementwise(a: Addon): void {
+  const cpuKernel = (name: string) => tf.getKernel(name, 'cpu')!;
+  const reg = (kernelName: string, kernelFunc: tf.KernelFunc) => {
+    if (tf.getKernel(kernelName, 'native')) tf.unregisterKernel(kernelName, 'native');
+    tf.registerKernel({ kernelName, backendName: 'native', kernelFunc });
+  };
+  const binaries: [string, number][] = [['Add', 0], ['Sub', 1], ['Multiply', 2], ['RealDiv', 3], ['Maximum', 4], ['Minimum', 5], ['SquaredDifference', 6], ['Pow', 7]];
+  for (const [name, op] of binaries) {
+    reg(name, (args) => {
+      const backend = args.backend as MathBackendCPU;
+      const A = args.inputs['a']!;
+      const B = args.inputs['b']!;
+      if (A.dtype !== 'float32' || B.dtype !== 'float32') return cpuKernel(name).kernelFunc(args) as Info;
+      const outShape = tf.backend_util.assertAndGetBroadcastShape(A.shape, B.shape);
+      const n = tf.util.sizeFromShape(outShape);
+      let mode = -1;
+      let inner = n;
+      if (tf.util.sizeFromShape(A.shape) === n && tf.util.sizeFromShape(B.shape) === n) mode = 0;
+      else if (tf.util.sizeFromShape(A.shape) === n) {
+        const p = broadcastPattern(B.shape, outShape);
+        if (p) [mode, inner] = [p.kind === 'periodic' ? 1 : 3, p.inner];
+      } else if (tf.util.sizeFromShape(B.shape) === n) {
+        const p = broadcastPattern(A.shape, outShape);
+        if (p) [mode, inner] = [p.kind === 'periodic' ? 2 : 4, p.inner];
+      }
+      if (mode < 0 && n > 0) {
+        const aFull = tf.util.sizeFromShape(A.shape) === n;
+        const m = aFull ? middlePattern(B.shape, outShape) : tf.util.sizeFromShape(B.shape) === n ? middlePattern(A.shape, outShape) : null;
+        if (m && m.inner > 0) {
+          const out = new Float32Array(n);
+          a.binaryMiddle(op, values(backend, aFull ? A : B), values(backend, aFull ? B : A), out, aFull, m.mid, m.inner);
+          return backend.makeTensorInfo(outShape, 'float32', out);
+        }
+      }
+      if (mode < 0 || n === 0 || inner === 0) return cpuKernel(name).kernelFunc(args) as Info;
+      const out = new Float32Array(n);
+      a.binary(op, values(backend, A), values(backend, B), out, mode, inner);
+      return backend.makeTensorInfo(outShape, 'float32', out);
+    });
+  }
+  const unaries: [string, number][] = [['Relu', 0], ['Step', 1], ['Square', 2], ['Sqrt', 3], ['Rsqrt', 4], ['Exp', 5], ['Neg', 6], ['Abs', 7]];
+  for (const [name, op] of unaries) {
+    reg(name, (args) => {
+      const backend = args.backend as MathBackendCPU;
+      const x = args.inputs['x']!;
+      if (x.dtype !== 'float32') return cpuKernel(name).kernelFunc(args) as Info;
+      const out = new Float32Array(tf.util.sizeFromShape(x.shape));
+      a.unary(op, values(backend, x), out, Number((args.attrs as Record<string, unknown> | undefined)?.['alpha'] ?? 0));
+      return backend.makeTensorInfo(x.shape, 'float32', out);
+    });
+  }
+  // Tile by block copies: each innermost run of the input is copied whole, then whole tiled blocks are repeated.
+  reg('Tile', (args) => {
+    const backend = args.backend as MathBackendCPU;
+    const x = args.inputs['x']!;
+    const reps = (args.attrs as unknown as { reps: number[] }).reps;
+    if (x.dtype !== 'float32' || x.shape.length === 0) return cpuKernel('Tile').kernelFunc(args) as Info;
+    const shape = x.shape;
+    const outShape = shape.map((d, i) => d * reps[i]!);
+    const src = values(backend, x);
+    const out = new Float32Array(tf.util.sizeFromShape(outShape));
+    const r = shape.length;
+    const inStride = new Array<number>(r).fill(1);
+    const outStride = new Array<number>(r).fill(1);
+    for (let d = r - 2; d >= 0; d--) {
+      inStride[d] = inStride[d + 1]! * shape[d + 1]!;
+      outStride[d] = outStride[d + 1]! * outShape[d + 1]!;
+    }
+    // Fills out[outAt…] (one block of dimension d and below); returns nothing.
+    const fill = (d: number, inAt: number, outAt: number): void => {
+      if (d === r - 1) {
+        const row = src.subarray(inAt, inAt + shape[d]!);
+        for (let k = 0; k < reps[d]!; k++) out.set(row, outAt + k * shape[d]!);
+        return;
+      }
+      for (let i = 0; i < shape[d]!; i++) fill(d + 1, inAt + i * inStride[d]!, outAt + i * outStride[d]!);
+      const block = shape[d]! * outStride[d]!;
+      for (let k = 1; k < reps[d]!; k++) out.copyWithin(outAt + k * block, outAt, outAt + block);
+    };
+    fill(0, 0, 0);
+    return backend.makeTensorInfo(outShape, 'float32', out);
+  });
+  const reductions: [string, number, string][] = [['Sum', 0, 'axis'], ['Mean', 1, 'axis'], ['Max', 2, 'reductionIndices'], ['Min', 3, 'axis']];
+  for (const [name, op, axisAttr] of reductions) {
+    reg(name, (args) => {
+      const backend = args.backend as MathBackendCPU;
+      const x = args.inputs['x']!;
+      const attrs = args.attrs as Record<string, unknown>;
+      const keepDims = Boolean(attrs['keepDims']);
+      const r = x.shape.length;
+      const axes = tf.util.parseAxisParam(attrs[axisAttr] as number | number[], x.shape).sort((p, q) => p - q);
+      const contiguous = axes.every((v, i) => v === axes[0]! + i);
+      const n = tf.util.sizeFromShape(x.shape);
+      if (x.dtype !== 'float32' || axes.length === 0 || n === 0 || !contiguous) return cpuKernel(name).kernelFunc(args) as Info;
+      const reduced = tf.util.sizeFromShape(axes.map((i) => x.shape[i]!));
+      const kept = n / reduced;
+      const outShape = keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));
+      const out = new Float32Array(kept);
+      const inner = tf.util.sizeFromShape(x.shape.slice(axes[axes.length - 1]! + 1));
+      if (axes[0] === 0) a.reduce(op, values(backend, x), out, reduced, kept, true);
+      else if (inner === 1) a.reduce(op, values(backend, x), out, kept, reduced, false);
+      else a.reduceMiddle(op, values(backend, x), out, kept / inner, reduced, inner);
+      return backend.makeTensorInfo(outShape, 'float32', out);
+    });
+  }
+}
+
+let registered = false;
+
+/**
+ * Registers the `native` backend (priority above cpu and wasm) when the addon is built. Returns whether it is
+ * available. `threads` defaults to the machine's cores.
+ */
+export function registerNativeBackend(threads?: number): boolean {
+  const a = loadNativeAddon();
+  if (!a) return false;
+  if (threads !== undefined) a.setThreads(threads);
+  if (registered) return true;
+  registered = true;
+  tf.registerBackend('native', () => new NativeBackend(), 3);
+  registerKernels(a);
+  registerElementwise(a);
+  return true;
+}

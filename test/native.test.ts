@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import { Byol, loadNativeAddon, nativeLoadError, useBackend } from '../src/node.js';
+
+const addon = loadNativeAddon();
+const skip = addon ? false : `native addon not built (${nativeLoadError()})`;
+
+/** Runs `f` on the cpu backend and on native; returns both results as plain arrays. */
+async function both(f: () => tf.Tensor[]): Promise<[number[][], number[][]]> {
+  await useBackend('cpu');
+  const ref = tf.tidy(f).map((t) => {
+    const v = Array.from(t.dataSync());
+    t.dispose();
+    return v;
+  });
+  await useBackend('native');
+  const got = tf.tidy(f).map((t) => {
+    const v = Array.from(t.dataSync());
+    t.dispose();
+    return v;
+  });
+  await useBackend('cpu');
+  return [ref, got];
+}
+
+/** max |a − b| / max(1, max |b|) ≤ tol. */
+function relClose(got: number[], ref: number[], tol: number, what: string): void {
+  assert.equal(got.length, ref.length, what);
+  const scale = Math.max(1, ...ref.map(Math.abs));
+  const err = got.reduce((m, v, i) => Math.max(m, Math.abs(v - ref[i]!)), 0) / scale;
+  assert.ok(err <= tol, `${what}: relative error ${err.toExponential(2)}`);
+}
+
+const rand = (shape: number[], seed: number) => {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return tf.tensor(Array.from({ length: n }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 1.5), shape);
+};
+
+const convCases: { x: number[]; f: number[]; s: number | [number, number]; p: 'same' | 'valid' | number; d?: number }[] = [
+  { x: [2, 9, 7, 3], f: [3, 3, 3, 5], s: 1, p: 'same' },
+  { x: [1, 8, 8, 1], f: [3, 3, 1, 4], s: 2, p: 'same' },
+  { x: [3, 10, 11, 4], f: [5, 3, 4, 6], s: [2, 1], p: 'valid' },
+  { x: [1, 7, 7, 3], f: [7, 7, 3, 8], s: 2, p: 'same' },
+  { x: [2, 6, 5, 2], f: [1, 1, 2, 3], s: 2, p: 'valid' },
+  { x: [2, 9, 9, 3], f: [3, 3, 3, 2], s: 1, p: 1 },
+  { x: [1, 32, 32, 16], f: [3, 3, 16, 32], s: 1, p: 'same' },
+];
+
+test('native Conv2D and both of its gradients match the cpu backend', { skip }, async () => {
+  for (const [i, c] of convCases.entries()) {
+    const [ref, got] = await both(() => {
+      const x = rand(c.x, i) as tf.Tensor4D;
+      const f = rand(c.f, i + 50) as tf.Tensor4D;
+      const y = tf.conv2d(x, f, c.s, c.p);
+      const w = rand(y.shape, i + 99);
+      const [dx, df] = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.s, c.p), w)))([x, f]);
+      return [y, dx!, df!];
+    });
+    ['y', 'dx', 'dfilter'].forEach((name, j) => relClose(got[j]!, ref[j]!, 1e-4, `case ${i} ${name}`));
+  }
+  // Dilation (forward).
+  const [ref, got] = await both(() => [tf.conv2d(rand([2, 12, 12, 3], 1) as tf.Tensor4D, rand([3, 3, 3, 2], 2) as tf.Tensor4D, 1, 'same', 'NHWC', 2)]);
+  relClose(got[0]!, ref[0]!, 1e-4, 'dilated');
+});
+
+test('native fused convolution and matrix products (bias, ReLU, transposes, batches) match the cpu backend', { skip }, async () => {
+  const [ref, got] = await both(() => {
+    const x = rand([2, 8, 8, 3], 3) as tf.Tensor4D;
+    const f = rand([3, 3, 3, 4], 4) as tf.Tensor4D;
+    const bias = rand([4], 5) as tf.Tensor1D;
+    const out: tf.Tensor[] = [tf.fused.conv2d({ x, filter: f, strides: 1, pad: 'same', bias, activation: 'relu' })];
+    for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+      const a = rand(ta ? [7, 5] : [5, 7], 6);
+      const b = rand(tb ? [3, 7] : [7, 3], 7);
+      out.push(tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, ta, tb));
+      out.push(tf.matMul(rand(ta ? [4, 7, 5] : [4, 5, 7], 8) as tf.Tensor3D, rand(tb ? [4, 3, 7] : [4, 7, 3], 9) as tf.Tensor3D, ta, tb));
+    }
+    out.push(tf.matMul(rand([4, 5, 7], 10) as tf.Tensor3D, rand([1, 7, 3], 11) as tf.Tensor3D));
+    out.push(tf.fused.matMul({ a: rand([6, 9], 12) as tf.Tensor2D, b: rand([9, 4], 13) as tf.Tensor2D, bias: rand([4], 14), activation: 'relu' }));
+    out.push(tf.fused.matMul({ a: rand([6, 9], 12) as tf.Tensor2D, b: rand([9, 4], 13) as tf.Tensor2D, activation: 'elu' })); // left to the cpu kernel
+    return out;
+  });
+  got.forEach((g, i) => relClose(g, ref[i]!, 1e-4, `output ${i}`));
+});
+
+test('a whole BYOL step on native matches the cpu backend to 1e-3', { skip }, async () => {
+  const run = async () => {
+    const learner = new Byol({ encoder: { name: 'convnet', inputShape: [8, 8, 3] }, batchSize: 6, totalSteps: 10, projector: { hiddenDim: 32, outputDim: 16 }, predictor: { hiddenDim: 32 }, seed: 5, warmupSteps: 0, baseLearningRate: 1 });
+    const x = rand([6, 8, 8, 3], 20);
+    const y = rand([6, 8, 8, 3], 21);
+    const losses = [(await learner.step(x, y)).loss, (await learner.step(y, x)).loss];
+    const weights = learner.onlineWeights.map((v) => Array.from(v.dataSync()));
+    const target = learner.targetWeights.map((v) => Array.from(v.dataSync()));
+    learner.dispose();
+    tf.dispose([x, y]);
+    return { losses, weights, target };
+  };
+  await useBackend('cpu');
+  const ref = await run();
+  await useBackend('native');
+  const got = await run();
+  await useBackend('cpu');
+  relClose(got.losses, ref.losses, 1e-3, 'losses');
+  got.weights.forEach((w, i) => relClose(w, ref.weights[i]!, 1e-3, `online weight ${i}`));
+  got.target.forEach((w, i) => relClose(w, ref.target[i]!, 1e-3, `target weight ${i}`));
+});
+
+test('native kernels leak neither tensors nor native memory over 1 000 steps', { skip }, async () => {
+  await useBackend('native');
+  const x = rand([4, 16, 16, 8], 1) as tf.Tensor4D;
+  const f = rand([3, 3, 8, 8], 2) as tf.Tensor4D;
+  const step = () =>
+    tf.tidy(() => {
+      const [dx, df] = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.relu(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same'))))([x, f]);
+      return tf.add(tf.sum(dx!), tf.sum(tf.matMul(tf.reshape(df!, [72, 8]), tf.reshape(df!, [72, 8]), true, false)));
+    }).dispose();
+  for (let i = 0; i < 200; i++) step();
+  const tensors = tf.memory().numTensors;
+  global.gc?.();
+  const rss = process.memoryUsage().rss;
+  for (let i = 0; i < 1000; i++) step();
+  global.gc?.();
+  const grown = (process.memoryUsage().rss - rss) / 2 ** 20;
+  assert.equal(tf.memory().numTensors, tensors);
+  assert.ok(grown < 32, `RSS grew ${grown.toFixed(1)} MiB over 1 000 steps`);
+  tf.dispose([x, f]);
+  await useBackend('cpu');
+});
+
+test('native element-wise, broadcasting, reductions and tile match the cpu backend', { skip }, async () => {
+  const [ref, got] = await both(() => {
+    const x = rand([2, 3, 4, 5], 1);
+    const out: tf.Tensor[] = [];
+    for (const other of [rand([2, 3, 4, 5], 2), rand([5], 3), rand([1, 1, 1, 5], 4), rand([2, 1, 1, 1], 5), rand([2, 3, 1, 1], 6), tf.scalar(0.7), rand([3, 1, 5], 7), rand([2, 1, 1, 5], 8), rand([2, 3, 1, 5], 9), rand([1, 3, 4, 1], 10)]) {
+      out.push(tf.add(x, other), tf.sub(other, x), tf.mul(x, other), tf.div(x, tf.add(tf.abs(other), 0.5)), tf.maximum(x, other), tf.minimum(other, x), tf.squaredDifference(x, other));
+    }
+    out.push(tf.pow(x, 2), tf.pow(tf.abs(x), 1.5), tf.relu(x), tf.step(x, 0.3), tf.square(x), tf.sqrt(tf.abs(x)), tf.rsqrt(tf.add(tf.abs(x), 1)), tf.exp(x), tf.neg(x), tf.abs(x));
+    for (const axes of [[0], [0, 1, 2], [3], [2, 3], [1], [0, 2], [1, 2]]) out.push(tf.sum(x, axes), tf.mean(x, axes, true), tf.max(x, axes), tf.min(x, axes));
+    const pooledGrad = (p: 'same' | 'valid', k: number, st: number) =>
+      tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(v as tf.Tensor4D, k, st, p), rand(tf.maxPool(v as tf.Tensor4D, k, st, p).shape, 11))))(x);
+    out.push(tf.maxPool(x as tf.Tensor4D, 2, 2, 'valid'), pooledGrad('valid', 2, 2), pooledGrad('same', 3, 2), pooledGrad('same', 3, 1));
+    out.push(tf.tile(rand([1, 1, 1, 5], 8), [2, 3, 4, 1]), tf.tile(rand([2, 3], 9), [3, 2]), tf.tile(rand([4], 10), [3]));
+    return out;
+  });
+  got.forEach((g, i) => relClose(g, ref[i]!, 1e-5, `output ${i}`));
+});
