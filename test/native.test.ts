@@ -140,6 +140,8 @@ test('native element-wise, broadcasting, reductions and tile match the cpu backe
     const pooledGrad = (p: 'same' | 'valid', k: number, st: number) =>
       tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(v as tf.Tensor4D, k, st, p), rand(tf.maxPool(v as tf.Tensor4D, k, st, p).shape, 11))))(x);
     out.push(tf.maxPool(x as tf.Tensor4D, 2, 2, 'valid'), pooledGrad('valid', 2, 2), pooledGrad('same', 3, 2), pooledGrad('same', 3, 1));
+    out.push(tf.batchNorm(x, rand([5], 20), tf.add(tf.abs(rand([5], 21)), 0.1), rand([5], 22), rand([5], 23), 1e-5), tf.batchNorm(x, rand([5], 24), tf.add(tf.abs(rand([5], 25)), 0.1)));
+    out.push(tf.batchNorm(x, rand([1, 1, 1, 5], 26), tf.add(tf.abs(rand([1, 1, 1, 5], 27)), 0.1), undefined, rand([1, 1, 1, 5], 28), 1e-3));
     out.push(tf.tile(rand([1, 1, 1, 5], 8), [2, 3, 4, 1]), tf.tile(rand([2, 3], 9), [3, 2]), tf.tile(rand([4], 10), [3]));
     return out;
   });

@@ -465,6 +465,24 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// channelAffine(x, scale, shift, out): out = x · scale[c] + shift[c] over the last axis (batch norm in inference form).
+Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
+  auto xa = info[0].As<Napi::Float32Array>();
+  int64_t n = xa.ElementLength();
+  auto sc = info[1].As<Napi::Float32Array>();
+  int64_t c = sc.ElementLength();
+  const float* x = xa.Data();
+  const float* a = sc.Data();
+  const float* b = Data(info[2], c, "shift");
+  float* o = Data(info[3], n, "out");
+  if (c == 0 || n % c != 0) throw Napi::RangeError::New(info.Env(), "channelAffine: size is not a multiple of channels");
+  const int64_t rows = n / c;
+#pragma omp parallel for schedule(static) if (n > 32768)
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t j = 0; j < c; j++) o[r * c + j] = x[r * c + j] * a[j] + b[j];
+  return info.Env().Undefined();
+}
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   omp_set_num_threads(info[0].As<Napi::Number>().Int32Value());
   return info.Env().Undefined();
@@ -495,6 +513,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("reduceMiddle", Napi::Function::New(env, Guard<ReduceMiddle>));
   exports.Set("binaryMiddle", Napi::Function::New(env, Guard<BinaryMiddle>));
   exports.Set("maxPoolGrad", Napi::Function::New(env, Guard<MaxPoolGrad>));
+  exports.Set("channelAffine", Napi::Function::New(env, Guard<ChannelAffine>));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("cacheSize", Napi::Function::New(env, CacheSize));

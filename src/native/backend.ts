@@ -17,6 +17,7 @@ interface Addon {
   unary(op: number, x: Float32Array, out: Float32Array, alpha: number): void;
   reduceMiddle(op: number, x: Float32Array, out: Float32Array, outer: number, mid: number, inner: number): void;
   binaryMiddle(op: number, full: Float32Array, small: Float32Array, out: Float32Array, fullFirst: boolean, mid: number, inner: number): void;
+  channelAffine(x: Float32Array, scale: Float32Array, shift: Float32Array, out: Float32Array): void;
   maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
   setThreads(n: number): void;
   getThreads(): number;
@@ -161,6 +162,29 @@ function registerKernels(a: Addon): void {
     return backend.makeTensorInfo(rank === 3 ? [batch, m, n] : [m, n], 'float32', out);
   };
   reg('BatchMatMul', (args) => matmul(args, 'BatchMatMul'));
+
+  // Batch norm with per-channel statistics: (x − μ)·γ/√(σ² + ε) + β folded into one multiply-add per value.
+  reg('FusedBatchNorm', (args) => {
+    const backend = args.backend as MathBackendCPU;
+    const { x, mean, variance, offset, scale } = args.inputs as Record<string, Info | undefined>;
+    const eps = (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon;
+    const c = x!.shape[x!.shape.length - 1]!;
+    const perChannel = (t: Info | undefined) => t === undefined || (t.dtype === 'float32' && tf.util.sizeFromShape(t.shape) === c && t.shape.every((d, i) => d === 1 || i === t.shape.length - 1));
+    if (x!.dtype !== 'float32' || ![mean, variance, offset, scale].every(perChannel) || !mean || !variance) return fallback('FusedBatchNorm', args);
+    const m = values(backend, mean);
+    const v = values(backend, variance);
+    const g = scale ? values(backend, scale) : null;
+    const b = offset ? values(backend, offset) : null;
+    const mul = new Float32Array(c);
+    const add = new Float32Array(c);
+    for (let j = 0; j < c; j++) {
+      mul[j] = (g ? g[j]! : 1) / Math.sqrt(v[j]! + eps);
+      add[j] = (b ? b[j]! : 0) - m[j]! * mul[j]!;
+    }
+    const out = new Float32Array(tf.util.sizeFromShape(x!.shape));
+    a.channelAffine(values(backend, x!), mul, add, out);
+    return backend.makeTensorInfo(x!.shape, 'float32', out);
+  });
 
   reg('MaxPoolGrad', (args) => {
     const backend = args.backend as MathBackendCPU;
