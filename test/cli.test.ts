@@ -5,6 +5,8 @@ import { test } from 'node:test';
 
 const main = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const run = (...args: string[]) => spawnSync(process.execPath, [main, ...args], { encoding: 'utf8', timeout: 120_000 });
+const runWithout = (...args: string[]) =>
+  spawnSync(process.execPath, [main, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, BYOL_NATIVE: '0' } });
 
 test('byol demo: a short end-to-end run on real offline images prints progress and both kNN accuracies', () => {
   const r = run('demo', '--steps', '4', '--batch', '16', '--train', '400', '--test', '100');
@@ -15,6 +17,26 @@ test('byol demo: a short end-to-end run on real offline images prints progress a
   assert.ok(m, r.stdout);
   for (const v of [m[1], m[2]]) assert.ok(Number(v) > 10 && Number(v) <= 100, `accuracy ${v} is above chance (10 %)`);
   assert.equal(r.stderr, '', 'no banner or warning on stderr');
+});
+
+test('byol demo without the native backend falls back to wasm (MLP) with a one-line notice naming the fix', () => {
+  const r = runWithout('demo', '--steps', '2', '--batch', '16', '--train', '300', '--test', '50');
+  assert.equal(r.status, 0, r.stderr);
+  const notices = r.stdout.split('\n').filter((l) => l.startsWith('byol: native backend unavailable'));
+  assert.equal(notices.length, 1);
+  assert.match(notices[0]!, /disabled by BYOL_NATIVE=0.*using wasm.*apt-get install libdnnl-dev/);
+  assert.match(r.stdout, /backend wasm; encoder MLP 784-512-512/);
+  assert.match(r.stdout, /BYOL \d+\.\d+ %, random init \d+\.\d+ %/);
+  const forced = runWithout('demo', '--backend', 'native', '--steps', '1');
+  assert.equal(forced.status, 2);
+  assert.match(forced.stderr.trim(), /^byol: option `backend`: the native addon is not built \(disabled by BYOL_NATIVE=0\); install oneDNN/);
+});
+
+test('the install script never fails: without oneDNN (or when told to skip) it explains and exits 0', () => {
+  const script = fileURLToPath(new URL('../../scripts/build-native.mjs', import.meta.url));
+  const r = spawnSync(process.execPath, [script], { encoding: 'utf8', env: { ...process.env, BYOL_SKIP_NATIVE: '1' } });
+  assert.equal(r.status, 0);
+  assert.match(r.stdout, /not building the native backend/);
 });
 
 test('byol: user errors exit non-zero with one clear line', () => {

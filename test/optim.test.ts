@@ -42,7 +42,7 @@ test('biases and norm parameters (1-D) are the excluded ones', () => {
 });
 
 /** Runs the optimizer over the fixture's gradient steps and compares parameters after each step. */
-function runSteps(opt: Optimizer, params: tf.Variable[], F: { grads: Arr[][]; lrs: number[] }, check: (step: number) => void) {
+function runSteps(opt: Optimizer, F: { grads: Arr[][]; lrs: number[] }, check: (step: number) => void) {
   F.grads.forEach((gs, s) => {
     const grads = gs.map(tensorOf);
     opt.apply(grads, F.lrs[s]!);
@@ -57,7 +57,7 @@ test('LARS steps (decay and trust ratio skipped for 1-D params, zero-norm fallba
   const opt = new Lars(params, { momentum: F.momentum, weightDecay: F.weightDecay, eta: F.eta });
   // Start from the fixture's non-zero momentum, set through the public state API.
   opt.setState({ kind: 'lars', updates: 0, slots: { mu: F.mu.map((a: Arr) => Float32Array.from(a.data)) } });
-  runSteps(opt, params, F, (s) => {
+  runSteps(opt, F, (s) => {
     params.forEach((p, i) => assertTensorClose(p, F.expected[s].params[i], 1e-6, 1e-5, `step ${s} param ${i}`));
   });
   const state = await opt.getState();
@@ -70,7 +70,7 @@ test('AdamW steps match torch.optim.AdamW (no decay on 1-D params)', () => {
   const F = reference.adamw;
   const params = variables(F.params);
   const opt = new AdamW(params, { beta1: F.beta1, beta2: F.beta2, epsilon: F.epsilon, weightDecay: F.weightDecay });
-  runSteps(opt, params, F, (s) => params.forEach((p, i) => assertTensorClose(p, F.expected[s][i], 1e-6, 1e-5, `step ${s} param ${i}`)));
+  runSteps(opt, F, (s) => params.forEach((p, i) => assertTensorClose(p, F.expected[s][i], 1e-6, 1e-5, `step ${s} param ${i}`)));
   opt.dispose();
   tf.dispose(params);
 });
@@ -79,7 +79,7 @@ test('SGD with momentum matches torch.optim.SGD (no decay on 1-D params)', () =>
   const F = reference.sgd;
   const params = variables(F.params);
   const opt = new Sgd(params, { momentum: F.momentum, weightDecay: F.weightDecay, nesterov: F.nesterov });
-  runSteps(opt, params, F, (s) => params.forEach((p, i) => assertTensorClose(p, F.expected[s][i], 1e-6, 1e-5, `step ${s} param ${i}`)));
+  runSteps(opt, F, (s) => params.forEach((p, i) => assertTensorClose(p, F.expected[s][i], 1e-6, 1e-5, `step ${s} param ${i}`)));
   opt.dispose();
   tf.dispose(params);
 });

@@ -28,9 +28,17 @@ interface Addon {
 let addon: Addon | null | undefined;
 let loadError = '';
 
-/** The compiled addon, or null (with the reason in {@link nativeLoadError}) when it was not built. */
+/**
+ * The compiled addon, or null (with the reason in {@link nativeLoadError}) when it was not built or the environment
+ * sets BYOL_NATIVE=0.
+ */
 export function loadNativeAddon(): Addon | null {
   if (addon !== undefined) return addon;
+  if (process.env['BYOL_NATIVE'] === '0') {
+    addon = null;
+    loadError = 'disabled by BYOL_NATIVE=0';
+    return addon;
+  }
   try {
     const require = createRequire(import.meta.url);
     addon = require('../../../native/build/Release/byol_native.node') as Addon;
@@ -321,7 +329,6 @@ function registerElementwise(a: Addon): void {
       const x = args.inputs['x']!;
       const attrs = args.attrs as Record<string, unknown>;
       const keepDims = Boolean(attrs['keepDims']);
-      const r = x.shape.length;
       const axes = tf.util.parseAxisParam(attrs[axisAttr] as number | number[], x.shape).sort((p, q) => p - q);
       const contiguous = axes.every((v, i) => v === axes[0]! + i);
       const n = tf.util.sizeFromShape(x.shape);
