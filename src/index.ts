@@ -76,3 +76,5 @@ export {
   LUMA,
 } from './views/ops.js';
 export { Rng } from './views/rng.js';
+export { knnAccuracy, type KnnOptions } from './eval/knn.js';
+export { linearProbe, type LinearProbeOptions, type LinearProbeResult } from './eval/linear.js';

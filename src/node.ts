@@ -12,7 +12,6 @@ import { nativeLoadError, registerNativeBackend } from './native/backend.js';
 export * from './index.js';
 export { parseIdx, type IdxArray } from './data/idx.js';
 export { readIdxFile, findOfflineGreyDataset, DEBIAN_FASHION_MNIST, type IdxDatasetFiles } from './data/files.js';
-export { knnAccuracy, type KnnOptions } from './eval/knn.js';
 export { encodePng, crc32 } from './io/png.js';
 export { writeFileAtomic } from './io/atomic.js';
 

@@ -86,3 +86,28 @@ test('wasm fast path: transposed products equal the cpu backend\'s', async () =>
     await useBackend('cpu');
   }
 });
+
+test('linear probe: about 100 % on well-separated classes, about chance on random labels, no leaks', async () => {
+  const { linearProbe } = await import('../src/index.js');
+  const classes = 10;
+  const per = 40;
+  const centers = tf.randomNormal([classes, 16], 0, 1, 'float32', 4);
+  const make = (seed: number) =>
+    tf.tidy(() => {
+      const labels = Int32Array.from({ length: classes * per }, (_, i) => i % classes);
+      const x = tf.add(tf.gather(centers, tf.tensor1d(labels, 'int32')), tf.randomNormal([labels.length, 16], 0, 0.1, 'float32', seed));
+      return { x: tf.keep(x) as tf.Tensor2D, labels };
+    });
+  const train = make(5);
+  const testSet = make(6);
+  const before = tf.memory().numTensors;
+  const good = await linearProbe(train.x, train.labels, testSet.x, testSet.labels, { epochs: 30, batchSize: 64 });
+  assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
+  assert.ok(good.top1 > 0.98 && good.top5 === 1, JSON.stringify(good));
+  let seed = 3;
+  const shuffled = Int32Array.from(train.labels, () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % classes));
+  const chance = await linearProbe(train.x, shuffled, testSet.x, testSet.labels, { epochs: 30, batchSize: 64 });
+  assert.ok(chance.top1 < 0.25 && chance.top5 < 0.75, `random labels give top-1 ${chance.top1}, top-5 ${chance.top5}`);
+  await assert.rejects(linearProbe(train.x, train.labels.slice(1), testSet.x, testSet.labels), (e: unknown) => e instanceof ByolError && e.option === 'trainLabels');
+  tf.dispose([centers, train.x, testSet.x]);
+});

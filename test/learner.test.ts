@@ -216,6 +216,18 @@ test('saving and restoring the training state (weights, optimizer, step) continu
   b.dispose();
 });
 
+test('constructing, training and disposing a learner leaves no tensor behind', async () => {
+  const before = tf.memory().numTensors;
+  for (const v of [{}, { optimizer: 'adamw' as const }, { mode: 'simsiam' as const }]) {
+    const learner = new Byol({ ...tiny, encoder: { name: 'convnet', inputShape: [4, 4, 3] }, ...v });
+    const [v1, v2] = views(13);
+    await learner.step(v1, v2);
+    tf.dispose([v1, v2]);
+    learner.dispose();
+  }
+  assert.equal(tf.memory().numTensors, before);
+});
+
 test('bad views give typed errors naming the argument', async () => {
   const learner = new Byol({ ...tiny, encoder: { name: 'convnet', inputShape: [4, 4, 3] } });
   const good = tf.zeros([8, 4, 4, 3]);

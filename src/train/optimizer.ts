@@ -33,7 +33,8 @@ export abstract class Optimizer {
   constructor(params: readonly tf.Variable[], exclude: (v: tf.Variable) => boolean, slotNames: readonly string[]) {
     this.params = params;
     this.excluded = params.map(exclude);
-    for (const name of slotNames) this.slots[name] = params.map((p) => tf.variable(tf.zerosLike(p), false));
+    // Made inside tidy, so that the zero tensors the slots start from are freed.
+    for (const name of slotNames) this.slots[name] = params.map((p) => tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
   }
 
   /** Applies one update with `grads[i]` the gradient of parameter i, at learning rate `lr`. */
