@@ -4,7 +4,7 @@
  */
 import './backend.js';
 
-export { Byol, type StepResult } from './byol/learner.js';
+export { Byol, type StepResult, type LearnerState } from './byol/learner.js';
 export {
   resolveByolOptions,
   DEFAULT_BASE_LEARNING_RATE,

@@ -68,3 +68,4 @@ export async function useFastestBackend(log: (line: string) => void = (l) => con
   return 'wasm';
 }
 export { registerNativeBackend, loadNativeAddon, nativeLoadError, NativeBackend } from './native/backend.js';
+export { saveCheckpoint, loadCheckpoint } from './io/checkpoint.js';

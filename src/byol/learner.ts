@@ -25,6 +25,14 @@ export interface StepResult {
   readonly collapse: number;
 }
 
+/** Everything needed to continue a run exactly: weights, batch-norm statistics, optimizer slots and the step. */
+export interface LearnerState {
+  readonly step: number;
+  readonly optimizer: OptimizerState;
+  /** Per group, one array per variable, in the learner's order. */
+  readonly tensors: Readonly<Record<'onlineWeights' | 'onlineState' | 'targetWeights' | 'targetState', readonly Float32Array[]>>;
+}
+
 /** The online network θ: encoder → projector → predictor. */
 interface OnlineNets {
   readonly encoder: Encoder;
@@ -194,6 +202,53 @@ export class Byol {
     }
     this.optimizer.setState(state.optimizer);
     this.steps = state.step;
+  }
+
+  /** A snapshot of the whole training state (see {@link LearnerState}). */
+  async getState(): Promise<LearnerState> {
+    this.assertLive();
+    const read = (vs: readonly tf.Variable[]) => Promise.all(vs.map(async (v) => new Float32Array(await v.data<'float32'>())));
+    return {
+      step: this.steps,
+      optimizer: await this.optimizer.getState(),
+      tensors: {
+        onlineWeights: await read(this.onlineWeights),
+        onlineState: await read(this.onlineState),
+        targetWeights: await read(this.targetWeights),
+        targetState: await read(this.targetState),
+      },
+    };
+  }
+
+  /**
+   * Restores a snapshot from {@link getState} (of a learner with the same architecture and options). Checks every
+   * count and size first and changes nothing if one is off.
+   */
+  setState(state: LearnerState): void {
+    this.assertLive();
+    const groups = {
+      onlineWeights: this.onlineWeights,
+      onlineState: this.onlineState,
+      targetWeights: this.targetWeights,
+      targetState: this.targetState,
+    } as const;
+    for (const [name, vars] of Object.entries(groups)) {
+      const arrays = state.tensors[name as keyof typeof groups];
+      if (!arrays || arrays.length !== vars.length) {
+        throw new ByolError('INVALID_STATE', `state \`${name}\` has ${arrays?.length ?? 0} arrays; this learner has ${vars.length} (a checkpoint of another architecture?)`, name);
+      }
+      arrays.forEach((a, i) => {
+        if (a.length !== vars[i]!.size) {
+          throw new ByolError('INVALID_STATE', `state \`${name}\`[${i}] has ${a.length} values; this learner's is [${vars[i]!.shape}] (a checkpoint of another architecture?)`, name);
+        }
+      });
+    }
+    this.setTrainingState({ step: state.step, optimizer: state.optimizer });
+    tf.tidy(() => {
+      for (const [name, vars] of Object.entries(groups)) {
+        state.tensors[name as keyof typeof groups].forEach((a, i) => vars[i]!.assign(tf.tensor(a, vars[i]!.shape, 'float32')));
+      }
+    });
   }
 
   /** Frees every weight and optimizer slot (the user's own encoder model included). */
