@@ -147,3 +147,48 @@ test('native element-wise, broadcasting, reductions and tile match the cpu backe
   });
   got.forEach((g, i) => relClose(g, ref[i]!, 1e-5, `output ${i}`));
 });
+
+test('the fused native LARS step matches the PyTorch reference (decay and trust ratio skipped for 1-D params)', { skip }, async () => {
+  const { reference, tensorOf } = await import('./helpers.js');
+  const { Lars } = await import('../src/index.js');
+  const F = reference.lars;
+  await useBackend('native');
+  try {
+    assert.ok(tf.getKernel('ByolLarsUpdate', 'native'), 'the fused kernel is registered');
+    const params = F.params.map((p: { shape: number[]; data: number[] }) => tf.variable(tensorOf(p)));
+    const opt = new Lars(params, { momentum: F.momentum, weightDecay: F.weightDecay, eta: F.eta });
+    opt.setState({ kind: 'lars', updates: 0, slots: { mu: F.mu.map((a: { data: number[] }) => Float32Array.from(a.data)) } });
+    F.grads.forEach((gs: { shape: number[]; data: number[] }[], s: number) => {
+      const grads = gs.map(tensorOf);
+      opt.apply(grads, F.lrs[s]);
+      tf.dispose(grads);
+      params.forEach((p: tf.Variable, i: number) => relClose(Array.from(p.dataSync()), F.expected[s].params[i].data, 1e-5, `step ${s} param ${i}`));
+    });
+    opt.dispose();
+    tf.dispose(params);
+  } finally {
+    await useBackend('cpu');
+  }
+});
+
+test('the fused native EMA update matches the reference; τ = 1 and τ = 0 stay exact', { skip }, async () => {
+  const { reference, tensorOf } = await import('./helpers.js');
+  const { emaUpdate } = await import('../src/index.js');
+  const E = reference.ema;
+  await useBackend('native');
+  try {
+    assert.ok(tf.getKernel('ByolEmaUpdate', 'native'), 'the fused kernel is registered');
+    const target = E.target.map((a: { shape: number[]; data: number[] }) => tf.variable(tensorOf(a)));
+    const online = E.online.map((a: { shape: number[]; data: number[] }) => tf.variable(tensorOf(a)));
+    emaUpdate(target, online, E.tau);
+    target.forEach((v: tf.Variable, i: number) => relClose(Array.from(v.dataSync()), E.expected[i].data, 1e-6, `target ${i}`));
+    const before = target.map((v: tf.Variable) => Array.from(v.dataSync()));
+    emaUpdate(target, online, 1);
+    target.forEach((v: tf.Variable, i: number) => assert.deepEqual(Array.from(v.dataSync()), before[i]));
+    emaUpdate(target, online, 0);
+    target.forEach((v: tf.Variable, i: number) => assert.deepEqual(Array.from(v.dataSync()), Array.from(online[i].dataSync())));
+    tf.dispose([...target, ...online]);
+  } finally {
+    await useBackend('cpu');
+  }
+});

@@ -483,6 +483,60 @@ Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// larsUpdate(p, g, mu, newP, newMu, lr, weightDecay, momentum, eta, adapt): one LARS step for one parameter, as the
+// official optax chain (decay, trust ratio, momentum, −lr) — decay and trust ratio only when `adapt`.
+Napi::Value LarsUpdate(const Napi::CallbackInfo& info) {
+  auto pa = info[0].As<Napi::Float32Array>();
+  int64_t n = pa.ElementLength();
+  const float* p = pa.Data();
+  const float* g = Data(info[1], n, "grad");
+  const float* mu = Data(info[2], n, "mu");
+  float* np = Data(info[3], n, "newP");
+  float* nmu = Data(info[4], n, "newMu");
+  double lr = info[5].As<Napi::Number>().DoubleValue();
+  double wd = info[6].As<Napi::Number>().DoubleValue();
+  double m = info[7].As<Napi::Number>().DoubleValue();
+  double eta = info[8].As<Napi::Number>().DoubleValue();
+  bool adapt = info[9].As<Napi::Boolean>().Value();
+  double scale = 1.0;
+  if (adapt) {
+    double pn = 0, un = 0;
+#pragma omp parallel for reduction(+ : pn, un) schedule(static) if (n > 32768)
+    for (int64_t i = 0; i < n; i++) {
+      double u = double(g[i]) + wd * double(p[i]);
+      pn += double(p[i]) * double(p[i]);
+      un += u * u;
+    }
+    pn = std::sqrt(pn);
+    un = std::sqrt(un);
+    if (pn > 0 && un > 0) scale = eta * pn / un;
+  }
+  const float w = adapt ? float(wd) : 0.f;
+  const float sc = float(scale), mf = float(m), lf = float(lr);
+#pragma omp parallel for schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; i++) {
+    float u = (g[i] + w * p[i]) * sc;
+    float v = mf * mu[i] + u;
+    nmu[i] = v;
+    np[i] = p[i] - lf * v;
+  }
+  return info.Env().Undefined();
+}
+
+// emaUpdate(target, online, out, tau): out = tau · target + (1 − tau) · online.
+Napi::Value EmaUpdate(const Napi::CallbackInfo& info) {
+  auto ta = info[0].As<Napi::Float32Array>();
+  int64_t n = ta.ElementLength();
+  const float* t = ta.Data();
+  const float* o = Data(info[1], n, "online");
+  float* out = Data(info[2], n, "out");
+  const float tau = info[3].As<Napi::Number>().FloatValue();
+  const float rest = 1.f - tau;
+#pragma omp parallel for schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; i++) out[i] = tau * t[i] + rest * o[i];
+  return info.Env().Undefined();
+}
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   omp_set_num_threads(info[0].As<Napi::Number>().Int32Value());
   return info.Env().Undefined();
@@ -514,6 +568,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("binaryMiddle", Napi::Function::New(env, Guard<BinaryMiddle>));
   exports.Set("maxPoolGrad", Napi::Function::New(env, Guard<MaxPoolGrad>));
   exports.Set("channelAffine", Napi::Function::New(env, Guard<ChannelAffine>));
+  exports.Set("larsUpdate", Napi::Function::New(env, Guard<LarsUpdate>));
+  exports.Set("emaUpdate", Napi::Function::New(env, Guard<EmaUpdate>));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("cacheSize", Napi::Function::New(env, CacheSize));

@@ -1,6 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ByolError } from '../errors.js';
 
+/** Kernel name of a fused EMA step a backend may register (inputs target, online; attr tau; output the new target). */
+export const FUSED_EMA_KERNEL = 'ByolEmaUpdate';
+
 /**
  * The target update after each optimizer step (paper eq. 1): ξ ← τ·ξ + (1 − τ)·θ, pairwise over
  * `target` and `online`. τ = 1 leaves the target untouched (no work is done); τ = 0 copies the online
@@ -9,11 +12,16 @@ import { ByolError } from '../errors.js';
 export function emaUpdate(target: readonly tf.Variable[], online: readonly tf.Variable[], tau: number): void {
   assertPaired(target, online);
   if (tau === 1) return;
+  // A backend may bring the update as one kernel (the native backend does: one pass instead of three).
+  const fused = tau !== 0 && tf.getKernel(FUSED_EMA_KERNEL, tf.getBackend()) !== undefined;
   tf.tidy(() => {
     for (let i = 0; i < target.length; i++) {
       const t = target[i]!;
       const o = online[i]!;
-      t.assign(tau === 0 ? o : tf.add(tf.mul(t, tau), tf.mul(o, 1 - tau)));
+      if (tau === 0) t.assign(o);
+      else if (fused && t.dtype === 'float32') {
+        t.assign(tf.engine().runKernel(FUSED_EMA_KERNEL, { target: t, online: o }, { tau }) as tf.Tensor);
+      } else t.assign(tf.add(tf.mul(t, tau), tf.mul(o, 1 - tau)));
     }
   });
 }

@@ -6,6 +6,8 @@
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+import { FUSED_LARS_KERNEL } from '../train/optimizer.js';
+import { FUSED_EMA_KERNEL } from '../byol/ema.js';
 
 interface Addon {
   conv2dForward(x: Float32Array, w: Float32Array, y: Float32Array, ...geom: number[][]): void;
@@ -17,6 +19,8 @@ interface Addon {
   unary(op: number, x: Float32Array, out: Float32Array, alpha: number): void;
   reduceMiddle(op: number, x: Float32Array, out: Float32Array, outer: number, mid: number, inner: number): void;
   binaryMiddle(op: number, full: Float32Array, small: Float32Array, out: Float32Array, fullFirst: boolean, mid: number, inner: number): void;
+  larsUpdate(p: Float32Array, g: Float32Array, mu: Float32Array, newP: Float32Array, newMu: Float32Array, lr: number, weightDecay: number, momentum: number, eta: number, adapt: boolean): void;
+  emaUpdate(target: Float32Array, online: Float32Array, out: Float32Array, tau: number): void;
   channelAffine(x: Float32Array, scale: Float32Array, shift: Float32Array, out: Float32Array): void;
   maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
   setThreads(n: number): void;
@@ -62,6 +66,7 @@ export class NativeBackend extends MathBackendCPU {
 }
 
 type Info = tf.TensorInfo;
+
 /** A float32 tensor's data as a Float32Array (the cpu backend may hold other array types, e.g. for constants). */
 const values = (backend: MathBackendCPU, t: Info): Float32Array => {
   const v = backend.data.get(t.dataId).values;
@@ -192,6 +197,27 @@ function registerKernels(a: Addon): void {
     const out = new Float32Array(tf.util.sizeFromShape(x!.shape));
     a.channelAffine(values(backend, x!), mul, add, out);
     return backend.makeTensorInfo(x!.shape, 'float32', out);
+  });
+
+  // One fused LARS step (see Lars in train/optimizer.ts): outputs [new parameter, new momentum].
+  reg(FUSED_LARS_KERNEL, (args) => {
+    const backend = args.backend as MathBackendCPU;
+    const { p, g, mu } = args.inputs as Record<string, Info>;
+    const at = args.attrs as unknown as { lr: number; weightDecay: number; momentum: number; eta: number; adapt: boolean };
+    const n = tf.util.sizeFromShape(p!.shape);
+    const newP = new Float32Array(n);
+    const newMu = new Float32Array(n);
+    a.larsUpdate(values(backend, p!), values(backend, g!), values(backend, mu!), newP, newMu, at.lr, at.weightDecay, at.momentum, at.eta, at.adapt);
+    return [backend.makeTensorInfo(p!.shape, 'float32', newP), backend.makeTensorInfo(p!.shape, 'float32', newMu)];
+  });
+
+  // The target's EMA update in one pass: τ·ξ + (1 − τ)·θ.
+  reg(FUSED_EMA_KERNEL, (args) => {
+    const backend = args.backend as MathBackendCPU;
+    const { target, online } = args.inputs as Record<string, Info>;
+    const out = new Float32Array(tf.util.sizeFromShape(target!.shape));
+    a.emaUpdate(values(backend, target!), values(backend, online!), out, (args.attrs as unknown as { tau: number }).tau);
+    return backend.makeTensorInfo(target!.shape, 'float32', out);
   });
 
   reg('MaxPoolGrad', (args) => {
