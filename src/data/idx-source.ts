@@ -1,3 +1,4 @@
+import { classCount } from '../eval/labels.js';
 import { ByolError } from '../errors.js';
 import { readIdxFile } from './files.js';
 import { batchOf } from './binary.js';
@@ -21,7 +22,7 @@ export async function idxSource(name: string, imagesPath: string, labelsPath: st
     }
     labels = l.data;
   }
-  const numClasses = labels ? Math.max(...labels) + 1 : 0;
+  const numClasses = labels ? classCount(labels) : 0;
   const size = h * w * c;
   return {
     name,

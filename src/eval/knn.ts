@@ -1,3 +1,4 @@
+import { classCount } from './labels.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { invalidOption } from '../errors.js';
 import { l2Normalize } from '../byol/loss.js';
@@ -29,7 +30,7 @@ export async function knnAccuracy(
   if (!(temperature > 0)) throw invalidOption('temperature', 'a number > 0', temperature);
   if (trainLabels.length !== trainFeatures.shape[0]) throw invalidOption('trainLabels', `${trainFeatures.shape[0]} labels`, trainLabels.length);
   if (testLabels.length !== testFeatures.shape[0]) throw invalidOption('testLabels', `${testFeatures.shape[0]} labels`, testLabels.length);
-  const classes = Math.max(...trainLabels, ...testLabels) + 1;
+  const classes = classCount(trainLabels, testLabels);
   const train = l2Normalize(trainFeatures);
   const trainOneHot = tf.tidy(() => tf.oneHot(tf.tensor1d(trainLabels, 'int32'), classes));
   let correct = 0;

@@ -1,3 +1,4 @@
+import { classCount } from './labels.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { invalidOption } from '../errors.js';
 import { Rng } from '../views/rng.js';
@@ -46,7 +47,7 @@ export async function linearProbe(
   const d = trainFeatures.shape[1];
   if (trainLabels.length !== n) throw invalidOption('trainLabels', `${n} labels`, trainLabels.length);
   if (testLabels.length !== testFeatures.shape[0]) throw invalidOption('testLabels', `${testFeatures.shape[0]} labels`, testLabels.length);
-  const classes = Math.max(...trainLabels, ...testLabels) + 1;
+  const classes = classCount(trainLabels, testLabels);
 
   const { mean, variance } = tf.moments(trainFeatures, 0);
   const std = tf.tidy(() => tf.add(tf.sqrt(variance), 1e-6));
