@@ -31,24 +31,32 @@ test('IDX: bad magic, wrong type, truncated data and extra bytes are errors nami
   }
 });
 
-test('kNN: about 100 % on well-separated classes, about chance on random labels, no leaks', async () => {
-  const classes = 5;
-  const perClass = 60;
-  const centers = tf.randomNormal([classes, 32], 0, 1, 'float32', 1);
-  const make = (seed: number) =>
+/**
+ * Labelled points around `classes` random centres in `dim` dimensions (noise std `noise`): a train and a test set
+ * drawn around the same centres, and a deterministic shuffle of the train labels (random labels).
+ */
+function clusters(classes: number, perClass: number, dim: number, noise: number, seed: number) {
+  const centers = tf.randomNormal([classes, dim], 0, 1, 'float32', seed);
+  const make = (s: number) =>
     tf.tidy(() => {
       const labels = Int32Array.from({ length: classes * perClass }, (_, i) => i % classes);
-      const x = tf.add(tf.gather(centers, tf.tensor1d(labels, 'int32')), tf.randomNormal([labels.length, 32], 0, 0.05, 'float32', seed));
+      const x = tf.add(tf.gather(centers, tf.tensor1d(labels, 'int32')), tf.randomNormal([labels.length, dim], 0, noise, 'float32', s));
       return { x: tf.keep(x) as tf.Tensor2D, labels };
     });
-  const train = make(2);
-  const testSet = make(3);
+  const train = make(seed + 1);
+  const testSet = make(seed + 2);
+  centers.dispose();
+  let state = seed + 6;
+  const shuffled = Int32Array.from(train.labels, () => ((state = (state * 1103515245 + 12345) % 2 ** 31), state % classes));
+  return { train, testSet, shuffled, dispose: () => tf.dispose([train.x, testSet.x]) };
+}
+
+test('kNN: about 100 % on well-separated classes, about chance on random labels, no leaks', async () => {
+  const { train, testSet, shuffled, dispose } = clusters(5, 60, 32, 0.05, 1);
   await assertNoLeak(async () => assert.equal(await knnAccuracy(train.x, train.labels, testSet.x, testSet.labels, { k: 20, chunk: 64 }), 1));
-  let seed = 7;
-  const shuffled = train.labels.map(() => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % classes));
-  const acc = await knnAccuracy(train.x, Int32Array.from(shuffled), testSet.x, testSet.labels, { k: 20 });
+  const acc = await knnAccuracy(train.x, shuffled, testSet.x, testSet.labels, { k: 20 });
   assert.ok(acc > 0.05 && acc < 0.4, `random labels give ${acc}`);
-  tf.dispose([centers, train.x, testSet.x]);
+  dispose();
 });
 
 test('wasm fast path: transposed products equal the cpu backend\'s', async () => {
@@ -89,25 +97,21 @@ test('wasm fast path: transposed products equal the cpu backend\'s', async () =>
 
 test('linear probe: about 100 % on well-separated classes, about chance on random labels, no leaks', async () => {
   const { linearProbe } = await import('../src/index.js');
-  const classes = 10;
-  const per = 40;
-  const centers = tf.randomNormal([classes, 16], 0, 1, 'float32', 4);
-  const make = (seed: number) =>
-    tf.tidy(() => {
-      const labels = Int32Array.from({ length: classes * per }, (_, i) => i % classes);
-      const x = tf.add(tf.gather(centers, tf.tensor1d(labels, 'int32')), tf.randomNormal([labels.length, 16], 0, 0.1, 'float32', seed));
-      return { x: tf.keep(x) as tf.Tensor2D, labels };
-    });
-  const train = make(5);
-  const testSet = make(6);
+  const { train, testSet, shuffled, dispose } = clusters(10, 40, 16, 0.1, 4);
   const before = tf.memory().numTensors;
   const good = await linearProbe(train.x, train.labels, testSet.x, testSet.labels, { epochs: 30, batchSize: 64 });
   assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
   assert.ok(good.top1 > 0.98 && good.top5 === 1, JSON.stringify(good));
-  let seed = 3;
-  const shuffled = Int32Array.from(train.labels, () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % classes));
   const chance = await linearProbe(train.x, shuffled, testSet.x, testSet.labels, { epochs: 30, batchSize: 64 });
   assert.ok(chance.top1 < 0.25 && chance.top5 < 0.75, `random labels give top-1 ${chance.top1}, top-5 ${chance.top5}`);
   await assert.rejects(linearProbe(train.x, train.labels.slice(1), testSet.x, testSet.labels), (e: unknown) => e instanceof ByolError && e.option === 'trainLabels');
-  tf.dispose([centers, train.x, testSet.x]);
+  dispose();
+});
+
+test('classCount handles label arrays too large to spread into Math.max', async () => {
+  const { classCount } = await import('../src/eval/labels.js');
+  const big = new Uint8Array(2_000_000);
+  big[1_999_999] = 41;
+  assert.equal(classCount(big, Int32Array.from([3])), 42);
+  assert.equal(classCount(new Int32Array(0)), 0);
 });
