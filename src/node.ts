@@ -2,10 +2,10 @@
  * byol for Node: everything in the main entry, plus backend set-up and file helpers that need Node.
  */
 import { createRequire } from 'node:module';
+import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { ByolError } from './errors.js';
-import { cpus } from 'node:os';
 import { installWasmFastPaths, silenceCpuBanner } from './backend.js';
 import { nativeLoadError, registerNativeBackend } from './native/backend.js';
 

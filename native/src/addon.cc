@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <type_traits>
 #include <vector>
 #include <algorithm>
 #include <cmath>
@@ -211,6 +212,21 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
 // binary(op, a, b, out, mode, inner): elementwise a ∘ b into out, where one operand may repeat:
 // mode 0: same size; 1: b[i % inner]; 2: a[i % inner]; 3: b[i / inner]; 4: a[i / inner].
 // ops: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min, 6 squared difference.
+// Calls fn(std::integral_constant<int, K>{}) for the runtime op K in [0, N), so that each op gets its own compiled
+// loop; false for an unknown op.
+template <int N, typename Fn>
+bool DispatchOp(int op, Fn&& fn) {
+  if constexpr (N == 0) {
+    return false;
+  } else {
+    if (op == N - 1) {
+      fn(std::integral_constant<int, N - 1>{});
+      return true;
+    }
+    return DispatchOp<N - 1>(op, fn);
+  }
+}
+
 template <int OP>
 inline float Apply(float x, float y) {
   if constexpr (OP == 0) return x + y;
@@ -271,16 +287,8 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
   const float* a = Data(info[1], na, "a");
   const float* b = Data(info[2], nb, "b");
   float* o = out.Data();
-  switch (op) {
-    case 0: BinaryLoop<0>(a, b, o, n, mode, inner); break;
-    case 1: BinaryLoop<1>(a, b, o, n, mode, inner); break;
-    case 2: BinaryLoop<2>(a, b, o, n, mode, inner); break;
-    case 3: BinaryLoop<3>(a, b, o, n, mode, inner); break;
-    case 4: BinaryLoop<4>(a, b, o, n, mode, inner); break;
-    case 5: BinaryLoop<5>(a, b, o, n, mode, inner); break;
-    case 6: BinaryLoop<6>(a, b, o, n, mode, inner); break;
-    case 7: BinaryLoop<7>(a, b, o, n, mode, inner); break;
-    default: throw Napi::RangeError::New(info.Env(), "unknown binary op");
+  if (!DispatchOp<8>(op, [&](auto k) { BinaryLoop<decltype(k)::value>(a, b, o, n, mode, inner); })) {
+    throw Napi::RangeError::New(info.Env(), "unknown binary op");
   }
   return info.Env().Undefined();
 }
@@ -333,6 +341,18 @@ Napi::Value Reduce(const Napi::CallbackInfo& info) {
 
 // unary(op, x, out, alpha): 0 relu, 1 step (x > 0 ? 1 : alpha; NaN stays NaN), 2 square, 3 sqrt, 4 rsqrt, 5 exp,
 // 6 neg, 7 abs.
+template <int OP>
+inline float UnaryOp(float v, float alpha) {
+  if constexpr (OP == 0) return v < 0.f ? 0.f : v;
+  if constexpr (OP == 1) return v != v ? v : (v > 0.f ? 1.f : alpha);
+  if constexpr (OP == 2) return v * v;
+  if constexpr (OP == 3) return std::sqrt(v);
+  if constexpr (OP == 4) return 1.f / std::sqrt(v);
+  if constexpr (OP == 5) return std::exp(v);
+  if constexpr (OP == 6) return -v;
+  return std::fabs(v);
+}
+
 Napi::Value Unary(const Napi::CallbackInfo& info) {
   int op = info[0].As<Napi::Number>().Int32Value();
   auto xa = info[1].As<Napi::Float32Array>();
@@ -340,20 +360,11 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   const float* x = xa.Data();
   float* o = Data(info[2], n, "out");
   float alpha = info[3].As<Napi::Number>().FloatValue();
+  bool known = DispatchOp<8>(op, [&](auto k) {
 #pragma omp parallel for schedule(static) if (n > 32768)
-  for (int64_t i = 0; i < n; i++) {
-    float v = x[i];
-    switch (op) {
-      case 0: o[i] = v < 0.f ? 0.f : v; break;
-      case 1: o[i] = v != v ? v : (v > 0.f ? 1.f : alpha); break;
-      case 2: o[i] = v * v; break;
-      case 3: o[i] = std::sqrt(v); break;
-      case 4: o[i] = 1.f / std::sqrt(v); break;
-      case 5: o[i] = std::exp(v); break;
-      case 6: o[i] = -v; break;
-      default: o[i] = std::fabs(v);
-    }
-  }
+    for (int64_t i = 0; i < n; i++) o[i] = UnaryOp<decltype(k)::value>(x[i], alpha);
+  });
+  if (!known) throw Napi::RangeError::New(info.Env(), "unknown unary op");
   return info.Env().Undefined();
 }
 
@@ -412,16 +423,8 @@ Napi::Value BinaryMiddle(const Napi::CallbackInfo& info) {
   const float* f = Data(info[1], n, "full");
   const float* sm = Data(info[2], outer * inner, "small");
   float* o = out.Data();
-  switch (op) {
-    case 0: MiddleLoop<0>(f, sm, o, outer, mid, inner, fullFirst); break;
-    case 1: MiddleLoop<1>(f, sm, o, outer, mid, inner, fullFirst); break;
-    case 2: MiddleLoop<2>(f, sm, o, outer, mid, inner, fullFirst); break;
-    case 3: MiddleLoop<3>(f, sm, o, outer, mid, inner, fullFirst); break;
-    case 4: MiddleLoop<4>(f, sm, o, outer, mid, inner, fullFirst); break;
-    case 5: MiddleLoop<5>(f, sm, o, outer, mid, inner, fullFirst); break;
-    case 6: MiddleLoop<6>(f, sm, o, outer, mid, inner, fullFirst); break;
-    case 7: MiddleLoop<7>(f, sm, o, outer, mid, inner, fullFirst); break;
-    default: throw Napi::RangeError::New(info.Env(), "unknown binary op");
+  if (!DispatchOp<8>(op, [&](auto k) { MiddleLoop<decltype(k)::value>(f, sm, o, outer, mid, inner, fullFirst); })) {
+    throw Napi::RangeError::New(info.Env(), "unknown binary op");
   }
   return info.Env().Undefined();
 }

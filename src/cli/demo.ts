@@ -3,7 +3,8 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { Byol } from '../byol/learner.js';
 import { ByolError } from '../errors.js';
 import { knnAccuracy } from '../eval/knn.js';
-import { findOfflineGreyDataset, readIdxFile, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
+import { findOfflineGreyDataset, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
+import { idxSource } from '../data/idx-source.js';
 import { convNet } from '../nets/convnet.js';
 import { Rng } from '../views/rng.js';
 import { ViewSampler } from '../views/views.js';
@@ -76,12 +77,14 @@ export async function runDemo(o: DemoOptions): Promise<{ byol: number; random: n
   const conv = backend === 'native';
   const steps = o.steps ?? (conv ? 150 : 600);
   const demoEncoder = (seed: number) => (conv ? convNet({ seed }) : mlpEncoder(seed));
-  const [trX, trY, teX, teY] = await Promise.all([files.trainImages, files.trainLabels, files.testImages, files.testLabels].map(readIdxFile));
-  const take = (x: typeof trX, n: number) => tf.tidy(() => tf.div(tf.tensor4d(x!.data.subarray(0, n * 784), [n, 28, 28, 1], 'float32'), 255) as tf.Tensor4D);
-  const train = take(trX, o.trainImages);
-  const test = take(teX, o.testImages);
-  const trainLabels = Int32Array.from(trY!.data.subarray(0, o.trainImages));
-  const testLabels = Int32Array.from(teY!.data.subarray(0, o.testImages));
+  // The first `count` images of a split, as floats in [0, 1], with their labels.
+  const take = async (name: string, images: string, labels: string, count: number) => {
+    const batch = await (await idxSource(name, images, labels)).read(Array.from({ length: count }, (_, i) => i));
+    const x = tf.tidy(() => tf.div(tf.tensor4d(batch.images, [...batch.shape], 'int32'), 255) as tf.Tensor4D);
+    return [x, batch.labels!] as const;
+  };
+  const [train, trainLabels] = await take('train', files.trainImages, files.trainLabels, o.trainImages);
+  const [test, testLabels] = await take('test', files.testImages, files.testLabels, o.testImages);
   const mean = (await tf.mean(train).data())[0]!;
   const std = Math.sqrt((await tf.moments(train).variance.data())[0]!);
   const isFashion = files.name.startsWith('Fashion');

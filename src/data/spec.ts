@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { ByolError, invalidOption } from '../errors.js';
 import { cifar10, cifar100, stl10 } from './binary.js';
 import { downloadDataset } from './download.js';
-import { DEBIAN_FASHION_MNIST, findOfflineGreyDataset } from './files.js';
+import { findOfflineGreyDataset } from './files.js';
 import { imageFolder, type FolderOptions } from './folder.js';
 import { FASHION_MNIST_CLASSES, idxSource } from './idx-source.js';
 import type { ImageSource } from './source.js';
@@ -64,8 +64,8 @@ export async function openDataset(spec: string | DatasetSpec, options: OpenDatas
   const split = s.split ?? options.split ?? 'train';
   if (split === 'unlabeled' && s.kind !== 'stl10') throw invalidOption('split', 'train or test for this dataset', split);
   const cacheDir = options.cacheDir ?? join(homedir(), '.cache', 'byol');
+  // The folder holding `files`: the spec's path, else the cache (downloading into it when allowed).
   const where = async (files: string[]): Promise<string> => {
-    if (s.path !== null && files.every((f) => existsSync(join(s.path!, f)))) return s.path;
     if (s.path === null && options.download) return downloadDataset(s.kind as 'cifar10', cacheDir);
     const dir = s.path ?? join(cacheDir, s.kind);
     if (files.every((f) => existsSync(join(dir, f)))) return dir;
@@ -96,7 +96,7 @@ export async function openDataset(spec: string | DatasetSpec, options: OpenDatas
           const f = split === 'train' ? [offline.trainImages, offline.trainLabels] : [offline.testImages, offline.testLabels];
           return idxSource(`${s.kind}-${split}`, f[0]!, f[1]!, classes);
         }
-        dir = s.kind === 'fashion-mnist' && existsSync(DEBIAN_FASHION_MNIST) ? DEBIAN_FASHION_MNIST : await where([`${prefix}-images-idx3-ubyte.gz`]);
+        dir = await where([`${prefix}-images-idx3-ubyte.gz`]);
       }
       const pick = (base: string) => (existsSync(join(dir!, base)) ? join(dir!, base) : join(dir!, `${base}.gz`));
       return idxSource(`${s.kind}-${split}`, pick(`${prefix}-images-idx3-ubyte`), pick(`${prefix}-labels-idx1-ubyte`), classes);

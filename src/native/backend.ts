@@ -126,28 +126,39 @@ function registerKernels(a: Addon): void {
   reg('Conv2D', (args) => conv(args, 'Conv2D'));
   reg('FusedConv2D', (args) => conv(args, 'FusedConv2D'));
 
+  type GradAttrs = { strides: number | [number, number]; pad: 'same' | 'valid' | number; dataFormat: string; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
+  type Shape4 = [number, number, number, number];
+  /** A convolution gradient: geometry from the input and filter shapes, `run` fills the output of shape `outShape`. */
+  const convGrad = (
+    name: string,
+    args: Parameters<tf.KernelFunc>[0],
+    first: Info,
+    xShape: Shape4,
+    filterShape: Shape4,
+    outShape: Shape4,
+    run: (backend: MathBackendCPU, out: Float32Array, geometry: number[][]) => void,
+  ): Info => {
+    const at = args.attrs as unknown as GradAttrs;
+    if (at.dataFormat === 'NCHW' || first.dtype !== 'float32') return fallback(name, args);
+    const backend = args.backend as MathBackendCPU;
+    const info = tf.backend_util.computeConv2DInfo(xShape, filterShape, at.strides, 1, at.pad, at.dimRoundingMode, false, 'channelsLast');
+    const out = new Float32Array(tf.util.sizeFromShape(outShape));
+    run(backend, out, convGeometry(info));
+    return backend.makeTensorInfo(outShape, 'float32', out);
+  };
   reg('Conv2DBackpropInput', (args) => {
-    const backend = args.backend as MathBackendCPU;
-    const dy = args.inputs['dy']!;
-    const filter = args.inputs['filter']!;
-    const at = args.attrs as unknown as { inputShape: [number, number, number, number]; strides: number | [number, number]; pad: 'same' | 'valid' | number; dataFormat: string; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
-    if (at.dataFormat === 'NCHW' || dy.dtype !== 'float32') return fallback('Conv2DBackpropInput', args);
-    const info = tf.backend_util.computeConv2DInfo(at.inputShape, filter.shape as [number, number, number, number], at.strides, 1, at.pad, at.dimRoundingMode, false, 'channelsLast');
-    const out = new Float32Array(tf.util.sizeFromShape(at.inputShape));
-    a.conv2dBackpropInput(values(backend, dy), values(backend, filter), out, ...convGeometry(info));
-    return backend.makeTensorInfo(at.inputShape, 'float32', out);
+    const { dy, filter } = args.inputs as { dy: Info; filter: Info };
+    const { inputShape } = args.attrs as unknown as { inputShape: Shape4 };
+    return convGrad('Conv2DBackpropInput', args, dy, inputShape, filter.shape as Shape4, inputShape, (backend, out, geometry) =>
+      a.conv2dBackpropInput(values(backend, dy), values(backend, filter), out, ...geometry),
+    );
   });
-
   reg('Conv2DBackpropFilter', (args) => {
-    const backend = args.backend as MathBackendCPU;
-    const x = args.inputs['x']!;
-    const dy = args.inputs['dy']!;
-    const at = args.attrs as unknown as { filterShape: [number, number, number, number]; strides: number | [number, number]; pad: 'same' | 'valid' | number; dataFormat: string; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
-    if (at.dataFormat === 'NCHW' || x.dtype !== 'float32') return fallback('Conv2DBackpropFilter', args);
-    const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], at.filterShape, at.strides, 1, at.pad, at.dimRoundingMode, false, 'channelsLast');
-    const out = new Float32Array(tf.util.sizeFromShape(at.filterShape));
-    a.conv2dBackpropFilter(values(backend, x), values(backend, dy), out, ...convGeometry(info));
-    return backend.makeTensorInfo(at.filterShape, 'float32', out);
+    const { x, dy } = args.inputs as { x: Info; dy: Info };
+    const { filterShape } = args.attrs as unknown as { filterShape: Shape4 };
+    return convGrad('Conv2DBackpropFilter', args, x, x.shape as Shape4, filterShape, filterShape, (backend, out, geometry) =>
+      a.conv2dBackpropFilter(values(backend, x), values(backend, dy), out, ...geometry),
+    );
   });
 
   const matmul = (args: Parameters<tf.KernelFunc>[0], name: 'BatchMatMul' | '_FusedMatMul'): Info => {
