@@ -1,12 +1,13 @@
 /**
  * Benchmark: images/s of one full BYOL training step (two views, online forward and backward, target
- * forward, symmetric loss, LARS, EMA) on the tfjs backends available without a native addon.
+ * forward, symmetric loss, LARS, EMA), per backend, next to PyTorch doing the same step on the same cores.
  *
- *   npm run build && node dist/bench/step.js [--steps N]
+ *   npm run build && node dist/bench/step.js [--steps N] [--quick] [--no-torch]
  *
- * Prints, per configuration, images/s and the ratio against the first configuration of the same model
- * (measured in this process, so machine noise hits both alike), then PyTorch's images/s for the same CIFAR
- * ResNet-18 step (bench/torch_step.py, Debian's python3-torch, all cores) and our ratio to it.
+ * For each model — the 28×28 ConvNet at batch 64 and the CIFAR ResNet-18 at batch 64 and 256 (paper heads
+ * 4096 → 256), and an MLP at batch 128 for the backends that cannot train convolutions — it prints images/s of
+ * each backend and of bench/torch_step.py (Debian's python3-torch, all cores, fp32 and bf16 autocast) measured in
+ * this run, right after ours, and the ratios native / PyTorch. `--quick` leaves out batch 256.
  */
 import { spawnSync } from 'node:child_process';
 import { loadNativeAddon } from '../src/node.js';
@@ -36,17 +37,22 @@ interface Case {
   readonly fastPath: boolean;
   readonly options: ByolOptions;
   readonly shape: [number, number, number, number];
+  /** The PyTorch reference of the same step: model and batch for bench/torch_step.py. */
+  readonly torch?: [string, number];
 }
 
 const heads = { projector: { hiddenDim: 1024, outputDim: 128 }, predictor: { hiddenDim: 1024 } };
+const mlpOptions: ByolOptions = { encoder: mlp, batchSize: 128, totalSteps: 100, ...heads };
 const cases: Case[] = [
-  { model: 'MLP 784-512-512, batch 128', backend: 'wasm', fastPath: false, options: { encoder: mlp, batchSize: 128, totalSteps: 100, ...heads }, shape: [128, 28, 28, 1] },
-  { model: 'MLP 784-512-512, batch 128', backend: 'wasm', fastPath: true, options: { encoder: mlp, batchSize: 128, totalSteps: 100, ...heads }, shape: [128, 28, 28, 1] },
-  { model: 'MLP 784-512-512, batch 128', backend: 'cpu', fastPath: false, options: { encoder: mlp, batchSize: 128, totalSteps: 100, ...heads }, shape: [128, 28, 28, 1] },
-  { model: 'MLP 784-512-512, batch 128', backend: 'native', fastPath: false, options: { encoder: mlp, batchSize: 128, totalSteps: 100, ...heads }, shape: [128, 28, 28, 1] },
-  { model: 'ConvNet 28×28, batch 64', backend: 'native', fastPath: false, options: { encoder: 'convnet', batchSize: 64, totalSteps: 100, ...heads }, shape: [64, 28, 28, 1] },
-  // The paper's heads (4096 → 256), as bench/torch_step.py.
-  { model: 'CIFAR ResNet-18, batch 64', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 64, totalSteps: 100 }, shape: [64, 32, 32, 3] },
+  { model: 'MLP 784-512-512, batch 128', backend: 'wasm', fastPath: false, options: mlpOptions, shape: [128, 28, 28, 1] },
+  { model: 'MLP 784-512-512, batch 128', backend: 'wasm', fastPath: true, options: mlpOptions, shape: [128, 28, 28, 1] },
+  { model: 'MLP 784-512-512, batch 128', backend: 'cpu', fastPath: false, options: mlpOptions, shape: [128, 28, 28, 1] },
+  { model: 'MLP 784-512-512, batch 128', backend: 'native', fastPath: false, options: mlpOptions, shape: [128, 28, 28, 1] },
+  // The paper's heads (4096 → 256) from here on, as bench/torch_step.py.
+  { model: 'ConvNet 28×28, batch 64', backend: 'wasm', fastPath: true, options: { encoder: 'convnet', batchSize: 64, totalSteps: 100 }, shape: [64, 28, 28, 1], torch: ['convnet', 64] },
+  { model: 'ConvNet 28×28, batch 64', backend: 'native', fastPath: false, options: { encoder: 'convnet', batchSize: 64, totalSteps: 100 }, shape: [64, 28, 28, 1], torch: ['convnet', 64] },
+  { model: 'CIFAR ResNet-18, batch 64', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 64, totalSteps: 100 }, shape: [64, 32, 32, 3], torch: ['resnet18-cifar', 64] },
+  { model: 'CIFAR ResNet-18, batch 256', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 256, totalSteps: 100 }, shape: [256, 32, 32, 3], torch: ['resnet18-cifar', 256] },
 ];
 
 async function measure(c: Case): Promise<number> {
@@ -74,31 +80,43 @@ async function measure(c: Case): Promise<number> {
   return (steps * c.shape[0]) / secs;
 }
 
-const reference = new Map<string, number>();
-console.log(`BYOL training step, ${steps} timed steps after one warm-up; images/s (ratio to the first row of the same model)`);
-const native = loadNativeAddon() !== null;
-let resnetNative = 0;
-for (const c of cases) {
-  if (c.backend === 'native' && !native) {
-    console.log(`${c.model.padEnd(28)} native: addon not built, skipped`);
-    continue;
-  }
-  const ips = await measure(c);
-  if (c.model.startsWith('CIFAR ResNet-18')) resnetNative = ips;
-  if (!reference.has(c.model)) reference.set(c.model, ips);
-  const label = `${c.backend}${c.backend === 'wasm' ? (c.fastPath ? ' + transposed-matmul fast path' : ' (stock)') : ''}`;
-  console.log(`${c.model.padEnd(28)} ${label.padEnd(40)} ${ips.toFixed(1).padStart(8)} img/s  ×${(ips / reference.get(c.model)!).toFixed(2)}`);
+const quick = process.argv.includes('--quick');
+const withTorch = !process.argv.includes('--no-torch');
+
+function torchStep(model: string, batch: number, bf16: boolean): number | string {
+  const args = [new URL('../../bench/torch_step.py', import.meta.url).pathname, '--model', model, '--batch', String(batch), '--steps', String(steps)];
+  const r = spawnSync('/usr/bin/python3', bf16 ? [...args, '--bf16'] : args, { encoding: 'utf8', env: { ...process.env, OPENBLAS_CORETYPE: 'SKYLAKEX' } });
+  if (r.status !== 0) return (r.stderr || r.error?.message || 'failed').trim().split('\n').pop()!;
+  return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { images_per_s: number }).images_per_s;
 }
 
-if (!process.argv.includes('--no-torch')) {
-  const r = spawnSync('/usr/bin/python3', [new URL('../../bench/torch_step.py', import.meta.url).pathname, '--batch', '64', '--steps', String(steps)], {
-    encoding: 'utf8',
-    env: { ...process.env, OPENBLAS_CORETYPE: 'SKYLAKEX' },
-  });
-  if (r.status !== 0) console.log(`PyTorch reference unavailable (${(r.stderr || r.error?.message || '').trim().split('\n').pop()})`);
-  else {
-    const ref = JSON.parse(r.stdout.trim().split('\n').pop()!) as { images_per_s: number; threads: number };
-    console.log(`${'CIFAR ResNet-18, batch 64'.padEnd(28)} ${`PyTorch ${ref.threads} threads (fp32)`.padEnd(40)} ${ref.images_per_s.toFixed(1).padStart(8)} img/s`);
-    if (resnetNative) console.log(`native fp32 / PyTorch fp32 = ×${(resnetNative / ref.images_per_s).toFixed(2)} (target ≥ 1.0)`);
+const reference = new Map<string, number>();
+const row = (model: string, label: string, value: string) => console.log(`${model.padEnd(28)} ${label.padEnd(40)} ${value}`);
+console.log(`BYOL training step, ${steps} timed steps after one warm-up; images/s (ratio to the first row of the same model)`);
+const native = loadNativeAddon() !== null;
+for (const c of cases) {
+  if (quick && c.shape[0] === 256) continue;
+  const label = `${c.backend}${c.backend === 'wasm' ? (c.fastPath ? ' + transposed-matmul fast path' : ' (stock)') : c.backend === 'native' ? ' fp32' : ''}`;
+  if (c.backend === 'native' && !native) {
+    row(c.model, label, 'addon not built, skipped');
+    continue;
+  }
+  let ips: number;
+  try {
+    ips = await measure(c);
+  } catch (e) {
+    row(c.model, label, `cannot train: ${(e as Error).message.split('\n')[0]}`);
+    continue;
+  }
+  if (!reference.has(c.model)) reference.set(c.model, ips);
+  row(c.model, label, `${ips.toFixed(1).padStart(8)} img/s  ×${(ips / reference.get(c.model)!).toFixed(2)}`);
+  if (c.backend !== 'native' || !c.torch) continue;
+  row(c.model, 'native bf16', 'not implemented yet');
+  if (!withTorch) continue;
+  for (const bf16 of [false, true]) {
+    const ref = torchStep(c.torch[0], c.torch[1], bf16);
+    const name = `PyTorch ${bf16 ? 'bf16 autocast' : 'fp32'}`;
+    if (typeof ref === 'string') row(c.model, name, `unavailable (${ref})`);
+    else row(c.model, name, `${ref.toFixed(1).padStart(8)} img/s  native fp32 / this = ×${(ips / ref).toFixed(2)}${bf16 ? '' : ' (target ≥ 1.0)'}`);
   }
 }

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
 import { Byol, loadNativeAddon, nativeLoadError, useBackend } from '../src/node.js';
+import { batchNorm } from '../src/nets/batchnorm.js';
 
 const addon = loadNativeAddon();
 const skip = addon ? false : `native addon not built (${nativeLoadError()})`;
@@ -84,6 +86,38 @@ test('native fused convolution and matrix products (bias, ReLU, transposes, batc
   got.forEach((g, i) => relClose(g, ref[i]!, 1e-4, `output ${i}`));
 });
 
+test('fused batch norm (training pass, gradients, moving statistics) on native matches the stock layer on cpu', { skip }, async () => {
+  const shapes = [[5, 7], [64, 33], [2, 4, 3, 6], [1, 5, 5, 3], [3, 1, 1, 1], [2, 9, 7, 16]];
+  for (const [i, shape] of shapes.entries()) {
+    const run = () => {
+      const start = tf.memory().numTensors;
+      const layer = batchNorm({ momentum: 0.9, epsilon: 1e-5 }, { gammaInitializer: tfl.initializers.constant({ value: 1.3 }), betaInitializer: tfl.initializers.constant({ value: -0.2 }) });
+      const x = tf.tidy(() => tf.add(tf.mul(rand(shape, i), 2), 0.5));
+      const w = rand(shape, i + 40);
+      layer.build(shape);
+      const f = (a: tf.Tensor) => tf.sum(tf.mul(layer.apply(a, { training: true }) as tf.Tensor, w));
+      const y = layer.apply(x, { training: true }) as tf.Tensor;
+      const { value, grads } = tf.variableGrads(() => f(x) as tf.Scalar, layer.trainableWeights.map((v) => v.read() as tf.Variable));
+      const dx = tf.grad(f)(x);
+      const out = tf.tidy(() => [y, dx, ...Object.values(grads), ...layer.getWeights().slice(2)].map((t) => Array.from(t.dataSync())));
+      tf.dispose([y, dx, x, w, value, ...Object.values(grads)]);
+      layer.weights.forEach((v) => v.dispose());
+      assert.equal(tf.memory().numTensors, start, `case ${i}: tensors left behind`);
+      return out;
+    };
+    await useBackend('cpu');
+    const ref = run();
+    await useBackend('native');
+    const got = run();
+    await useBackend('cpu');
+    ['y', 'dx', 'dgamma', 'dbeta', 'moving mean', 'moving variance'].forEach((name, j) => relClose(got[j]!, ref[j]!, 1e-4, `case ${i} ${name}`));
+  }
+  // It saves as the stock layer, so exported models load anywhere.
+  const layer = batchNorm({ momentum: 0.9, epsilon: 1e-5 });
+  assert.equal(layer.getClassName(), 'BatchNormalization');
+  assert.equal(layer.getConfig()['momentum'], 0.9);
+});
+
 test('a whole BYOL step on native matches the cpu backend to 1e-3', { skip }, async () => {
   const run = async () => {
     const learner = new Byol({ encoder: { name: 'convnet', inputShape: [8, 8, 3] }, batchSize: 6, totalSteps: 10, projector: { hiddenDim: 32, outputDim: 16 }, predictor: { hiddenDim: 32 }, seed: 5, warmupSteps: 0, baseLearningRate: 1 });
@@ -143,9 +177,16 @@ test('native element-wise, broadcasting, reductions and tile match the cpu backe
     out.push(tf.batchNorm(x, rand([5], 20), tf.add(tf.abs(rand([5], 21)), 0.1), rand([5], 22), rand([5], 23), 1e-5), tf.batchNorm(x, rand([5], 24), tf.add(tf.abs(rand([5], 25)), 0.1)));
     out.push(tf.batchNorm(x, rand([1, 1, 1, 5], 26), tf.add(tf.abs(rand([1, 1, 1, 5], 27)), 0.1), undefined, rand([1, 1, 1, 5], 28), 1e-3));
     out.push(tf.tile(rand([1, 1, 1, 5], 8), [2, 3, 4, 1]), tf.tile(rand([2, 3], 9), [3, 2]), tf.tile(rand([4], 10), [3]));
+    // ReLU's gradient (one fused kernel on native), with inputs exactly 0 among them.
+    const withZeros = tf.maximum(tf.sub(x, 0.4), 0);
+    out.push(tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.relu(v), rand(x.shape, 12))))(withZeros), tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.relu(v), rand(x.shape, 13))))(x));
     return out;
   });
   got.forEach((g, i) => relClose(g, ref[i]!, 1e-5, `output ${i}`));
+  // NaN passes through ReLU's gradient as through tfjs's Step.
+  const [nanRef, nanGot] = await both(() => [tf.grad((v: tf.Tensor) => tf.sum(tf.relu(v)))(tf.tensor([NaN, -1, 0, 2]))]);
+  assert.deepEqual(nanGot, nanRef);
+  assert.deepEqual(nanGot[0], [NaN, 0, 0, 1]);
 });
 
 test('the fused native LARS step matches the PyTorch reference (decay and trust ratio skipped for 1-D params)', { skip }, async () => {

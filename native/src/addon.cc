@@ -211,7 +211,7 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
 
 // binary(op, a, b, out, mode, inner): elementwise a ∘ b into out, where one operand may repeat:
 // mode 0: same size; 1: b[i % inner]; 2: a[i % inner]; 3: b[i / inner]; 4: a[i / inner].
-// ops: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min, 6 squared difference.
+// ops: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min, 6 squared difference, 7 pow, 8 ReLU gradient.
 // Calls fn(std::integral_constant<int, K>{}) for the runtime op K in [0, N), so that each op gets its own compiled
 // loop; false for an unknown op.
 template <int N, typename Fn>
@@ -236,6 +236,8 @@ inline float Apply(float x, float y) {
   if constexpr (OP == 4) return x > y || x != x ? x : y;
   if constexpr (OP == 5) return x < y || x != x ? x : y;
   if constexpr (OP == 6) return (x - y) * (x - y);
+  // ReLU's gradient dy·step(x) in one pass (x = dy, y = the ReLU's input; NaN inputs give NaN, as tfjs's Step).
+  if constexpr (OP == 8) return y > 0.f ? x : (y != y ? y : x * 0.f);
   return y == 2.f ? x * x : std::pow(x, y);
 }
 
@@ -287,7 +289,7 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
   const float* a = Data(info[1], na, "a");
   const float* b = Data(info[2], nb, "b");
   float* o = out.Data();
-  if (!DispatchOp<8>(op, [&](auto k) { BinaryLoop<decltype(k)::value>(a, b, o, n, mode, inner); })) {
+  if (!DispatchOp<9>(op, [&](auto k) { BinaryLoop<decltype(k)::value>(a, b, o, n, mode, inner); })) {
     throw Napi::RangeError::New(info.Env(), "unknown binary op");
   }
   return info.Env().Undefined();
@@ -486,6 +488,110 @@ Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Per-channel sums over the rows of x [rows, c], in double, each thread over its own block of rows: without `w`,
+// Σx and Σx² (one pass for mean and variance); with `w` (the output gradient), Σw and Σw·(x − center[j]).
+void ChannelSums(const float* x, const float* w, const float* center, int64_t rows, int64_t c, double* out, double* out2) {
+  std::fill(out, out + c, 0.0);
+  std::fill(out2, out2 + c, 0.0);
+#pragma omp parallel if (rows * c > 32768)
+  {
+    std::vector<double> s(c, 0.0), s2(c, 0.0);
+#pragma omp for schedule(static) nowait
+    for (int64_t r = 0; r < rows; r++) {
+      const float* xr = x + r * c;
+      if (!w) {
+        for (int64_t j = 0; j < c; j++) {
+          double v = xr[j];
+          s[j] += v;
+          s2[j] += v * v;
+        }
+      } else {
+        const float* wr = w + r * c;
+        for (int64_t j = 0; j < c; j++) {
+          s[j] += wr[j];
+          s2[j] += double(wr[j]) * (double(xr[j]) - center[j]);
+        }
+      }
+    }
+#pragma omp critical
+    for (int64_t j = 0; j < c; j++) {
+      out[j] += s[j];
+      out2[j] += s2[j];
+    }
+  }
+}
+
+// bnTrain(x, gamma, beta, eps, y, mean, variance): batch norm in training mode over all axes but the last, in two
+// passes: the statistics (mean and biased variance, as tf.moments; sums in double, so E[x²] − μ² loses nothing that
+// float32 keeps), then y = (x − μ)·γ/√(σ² + ε) + β.
+Napi::Value BnTrain(const Napi::CallbackInfo& info) {
+  auto xa = info[0].As<Napi::Float32Array>();
+  int64_t n = xa.ElementLength();
+  auto ga = info[1].As<Napi::Float32Array>();
+  int64_t c = ga.ElementLength();
+  if (c == 0 || n % c != 0 || n == 0) throw Napi::RangeError::New(info.Env(), "bnTrain: size is not a positive multiple of channels");
+  const float* x = xa.Data();
+  const float* g = ga.Data();
+  const float* b = Data(info[2], c, "beta");
+  const double eps = info[3].As<Napi::Number>().DoubleValue();
+  float* y = Data(info[4], n, "y");
+  float* mean = Data(info[5], c, "mean");
+  float* var = Data(info[6], c, "variance");
+  const int64_t rows = n / c;
+  std::vector<double> s(c), sq(c);
+  std::vector<float> a(c), sh(c);
+  ChannelSums(x, nullptr, nullptr, rows, c, s.data(), sq.data());
+  for (int64_t j = 0; j < c; j++) {
+    double mu = s[j] / double(rows);
+    mean[j] = float(mu);
+    var[j] = float(std::max(0.0, sq[j] / double(rows) - mu * mu));
+    double inv = 1.0 / std::sqrt(double(var[j]) + eps);
+    a[j] = float(g[j] * inv);
+    sh[j] = float(b[j] - double(mean[j]) * g[j] * inv);
+  }
+#pragma omp parallel for schedule(static) if (n > 32768)
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t j = 0; j < c; j++) y[r * c + j] = x[r * c + j] * a[j] + sh[j];
+  return info.Env().Undefined();
+}
+
+// bnTrainGrad(x, dy, mean, variance, gamma, eps, dx, dgamma, dbeta): the gradient of bnTrain's y through the batch
+// statistics: dβ = Σdy, dγ = Σdy·x̂, dx = γ/σ·(dy − dβ/M − x̂·dγ/M) with x̂ = (x − μ)/σ, σ = √(σ² + ε), M = rows.
+Napi::Value BnTrainGrad(const Napi::CallbackInfo& info) {
+  auto xa = info[0].As<Napi::Float32Array>();
+  int64_t n = xa.ElementLength();
+  auto ma = info[2].As<Napi::Float32Array>();
+  int64_t c = ma.ElementLength();
+  if (c == 0 || n % c != 0 || n == 0) throw Napi::RangeError::New(info.Env(), "bnTrainGrad: size is not a positive multiple of channels");
+  const float* x = xa.Data();
+  const float* dy = Data(info[1], n, "dy");
+  const float* mean = ma.Data();
+  const float* var = Data(info[3], c, "variance");
+  const float* g = Data(info[4], c, "gamma");
+  const double eps = info[5].As<Napi::Number>().DoubleValue();
+  float* dx = Data(info[6], n, "dx");
+  float* dg = Data(info[7], c, "dgamma");
+  float* db = Data(info[8], c, "dbeta");
+  const int64_t rows = n / c;
+  std::vector<double> sdy(c), sdyx(c);
+  ChannelSums(x, dy, mean, rows, c, sdy.data(), sdyx.data());
+  std::vector<float> k1(c), k2(c), k3(c);
+  for (int64_t j = 0; j < c; j++) {
+    double inv = 1.0 / std::sqrt(double(var[j]) + eps);
+    db[j] = float(sdy[j]);
+    dg[j] = float(sdyx[j] * inv);
+    double gi = double(g[j]) * inv;
+    double c2 = -gi * inv * inv * sdyx[j] / double(rows);
+    k1[j] = float(gi);
+    k2[j] = float(c2);
+    k3[j] = float(-gi * sdy[j] / double(rows) - c2 * mean[j]);
+  }
+#pragma omp parallel for schedule(static) if (n > 32768)
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t j = 0; j < c; j++) dx[r * c + j] = k1[j] * dy[r * c + j] + k2[j] * x[r * c + j] + k3[j];
+  return info.Env().Undefined();
+}
+
 // larsUpdate(p, g, mu, newP, newMu, lr, weightDecay, momentum, eta, adapt): one LARS step for one parameter, as the
 // official optax chain (decay, trust ratio, momentum, −lr) — decay and trust ratio only when `adapt`.
 Napi::Value LarsUpdate(const Napi::CallbackInfo& info) {
@@ -571,6 +677,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("binaryMiddle", Napi::Function::New(env, Guard<BinaryMiddle>));
   exports.Set("maxPoolGrad", Napi::Function::New(env, Guard<MaxPoolGrad>));
   exports.Set("channelAffine", Napi::Function::New(env, Guard<ChannelAffine>));
+  exports.Set("bnTrain", Napi::Function::New(env, Guard<BnTrain>));
+  exports.Set("bnTrainGrad", Napi::Function::New(env, Guard<BnTrainGrad>));
   exports.Set("larsUpdate", Napi::Function::New(env, Guard<LarsUpdate>));
   exports.Set("emaUpdate", Napi::Function::New(env, Guard<EmaUpdate>));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));

@@ -1,4 +1,5 @@
 import * as tfl from '@tensorflow/tfjs-layers';
+import { batchNorm } from './batchnorm.js';
 import { DEFAULT_BATCH_NORM, fanInTruncatedNormal, SeedStream, type BatchNormConfig } from './init.js';
 
 export interface ConvNetConfig {
@@ -29,7 +30,7 @@ export function convNet(config: ConvNetConfig = {}): tfl.LayersModel {
       useBias: false,
       kernelInitializer: fanInTruncatedNormal(seeds),
     }),
-    tfl.layers.batchNormalization({ momentum: bn.momentum, epsilon: bn.epsilon }),
+    batchNorm(bn),
     tfl.layers.reLU(),
     ...(pool ? [tfl.layers.maxPooling2d({ poolSize: 2, strides: 2 })] : []),
   ];

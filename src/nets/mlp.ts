@@ -1,4 +1,5 @@
 import * as tfl from '@tensorflow/tfjs-layers';
+import { batchNorm } from './batchnorm.js';
 import { DEFAULT_BATCH_NORM, fanInTruncatedNormal, SeedStream, type BatchNormConfig } from './init.js';
 
 export interface MlpHeadConfig {
@@ -28,7 +29,7 @@ export function mlpHead(config: MlpHeadConfig): tfl.LayersModel {
         useBias: true,
         kernelInitializer: fanInTruncatedNormal(seeds),
       }),
-      tfl.layers.batchNormalization({ momentum: bn.momentum, epsilon: bn.epsilon }),
+      batchNorm(bn),
       tfl.layers.reLU(),
       tfl.layers.dense({ units: config.outputDim, useBias: false, kernelInitializer: fanInTruncatedNormal(seeds) }),
     ],

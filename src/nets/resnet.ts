@@ -1,5 +1,6 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import { invalidOption } from '../errors.js';
+import { batchNorm } from './batchnorm.js';
 import { DEFAULT_BATCH_NORM, fanInTruncatedNormal, SeedStream, type BatchNormConfig } from './init.js';
 
 export type ResNetDepth = 18 | 34 | 50 | 101 | 152;
@@ -68,9 +69,7 @@ export function resnet(config: ResNetConfig): tfl.LayersModel {
       })
       .apply(x) as tfl.SymbolicTensor;
   const norm = (x: tfl.SymbolicTensor, zeroScale = false) =>
-    tfl.layers
-      .batchNormalization({ momentum: bn.momentum, epsilon: bn.epsilon, gammaInitializer: zeroScale ? 'zeros' : 'ones' })
-      .apply(x) as tfl.SymbolicTensor;
+    batchNorm(bn, { gammaInitializer: zeroScale ? 'zeros' : 'ones' }).apply(x) as tfl.SymbolicTensor;
   const relu = (x: tfl.SymbolicTensor) => tfl.layers.reLU().apply(x) as tfl.SymbolicTensor;
 
   const input = tfl.input({ shape: [...config.inputShape] });

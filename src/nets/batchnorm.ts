@@ -1,0 +1,97 @@
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import type { BatchNormConfig } from './init.js';
+
+/**
+ * Kernel name of batch norm's training pass that a backend may register: inputs x (channels last), scale, offset;
+ * attr varianceEpsilon; outputs [y, batch mean, biased batch variance] — what tf.moments + tf.batchNorm compute.
+ */
+export const FUSED_BN_TRAIN_KERNEL = 'ByolBatchNormTrain';
+/**
+ * Its gradient: inputs x, dy, mean, variance, scale; attr varianceEpsilon; outputs [dx, dscale, doffset], the
+ * derivative through the batch statistics.
+ */
+export const FUSED_BN_GRAD_KERNEL = 'ByolBatchNormGrad';
+
+tf.registerGradient({
+  kernelName: FUSED_BN_TRAIN_KERNEL,
+  inputsToSave: ['x', 'scale'],
+  outputsToSave: [false, true, true],
+  gradFunc: (dy, saved, attrs) => {
+    const [x, scale, mean, variance] = saved as tf.Tensor[];
+    // Only y reaches a loss: the statistics feed the moving averages, which are outside the gradient.
+    const dyY = (Array.isArray(dy) ? dy[0] : dy) as tf.Tensor;
+    const [dx, dScale, dOffset] = tf.engine().runKernel(FUSED_BN_GRAD_KERNEL, { x: x!, dy: dyY, mean: mean!, variance: variance!, scale: scale! }, attrs) as tf.Tensor[];
+    return { x: () => dx!, scale: () => dScale!, offset: () => dOffset! };
+  },
+});
+
+type BatchNormArgs = NonNullable<Parameters<typeof tfl.layers.batchNormalization>[0]>;
+type BatchNormLayer = ReturnType<typeof tfl.layers.batchNormalization>;
+interface BatchNormInternals {
+  axis: number;
+  epsilon: number;
+  momentum: number;
+  center: boolean;
+  scale: boolean;
+  gamma: { read(): tf.Variable } | null;
+  beta: { read(): tf.Variable } | null;
+  movingMean: { read(): tf.Tensor; write(t: tf.Tensor): void };
+  movingVariance: { read(): tf.Tensor; write(t: tf.Tensor): void };
+}
+
+/** tfjs-layers' BatchNormalization class, from the serialization registry (its module is not exported). */
+function stockClass(): new (args: BatchNormArgs) => BatchNormLayer {
+  const entry = tf.serialization.SerializationMap.getMap().classNameMap['BatchNormalization'];
+  if (!entry) throw new Error('tfjs-layers did not register BatchNormalization');
+  return entry[0] as unknown as new (args: BatchNormArgs) => BatchNormLayer;
+}
+
+let fusedClass: (new (args: BatchNormArgs) => BatchNormLayer) | undefined;
+
+/**
+ * tfjs-layers' BatchNormalization whose training pass runs as one fused kernel (and one for its gradient) where the
+ * backend has them (the native backend does); elsewhere, and at inference, it is the stock layer. It keeps the stock
+ * class name and config, so saved and exported models load as ordinary BatchNormalization layers. Same arithmetic:
+ * batch mean and biased variance (tf.moments), moving averages updated as the stock layer does.
+ */
+export function fusedBatchNormClass(): new (args: BatchNormArgs) => BatchNormLayer {
+  if (fusedClass) return fusedClass;
+  const Base = stockClass() as unknown as new (args: BatchNormArgs) => BatchNormLayer & { call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[] };
+  class FusedBatchNormalization extends Base {
+    override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[] {
+      const me = this as unknown as BatchNormInternals;
+      const x = Array.isArray(inputs) ? inputs[0]! : inputs;
+      const lastAxis = me.axis === -1 || me.axis === x.rank - 1;
+      const usable =
+        kwargs['training'] === true && lastAxis && me.gamma && me.beta && x.dtype === 'float32' && x.size > 0 && tf.getKernel(FUSED_BN_TRAIN_KERNEL, tf.getBackend()) !== undefined;
+      if (!usable) return super.call(inputs, kwargs);
+      return tf.tidy(() => {
+        const [y, mean, variance] = tf.engine().runKernel(FUSED_BN_TRAIN_KERNEL, { x, scale: me.gamma!.read(), offset: me.beta!.read() }, { varianceEpsilon: me.epsilon }) as tf.Tensor[];
+        // The stock layer's update: v ← v − (v − batch)·(1 − momentum).
+        const decay = 1 - me.momentum;
+        for (const [variable, value] of [[me.movingMean, mean!], [me.movingVariance, variance!]] as const) {
+          tf.tidy(() => {
+            const orig = variable.read();
+            variable.write(tf.sub(orig, tf.mul(tf.sub(orig, value), decay)));
+          });
+        }
+        return y!;
+      });
+    }
+  }
+  fusedClass = FusedBatchNormalization;
+  return fusedClass;
+}
+
+/** A batch-norm layer with the given settings (fused training pass where the backend has it). */
+export function batchNorm(config: BatchNormConfig, extra: Omit<BatchNormArgs, 'momentum' | 'epsilon'> = {}): BatchNormLayer {
+  const Cls = fusedBatchNormClass();
+  return new Cls({ ...extra, momentum: config.momentum, epsilon: config.epsilon });
+}
+
+/** Custom objects for tfjs-layers' deserialization, so that a model rebuilt from its config keeps the fused layer. */
+export function fusedBatchNormCustomObjects(): tf.serialization.ConfigDict {
+  const Cls = fusedBatchNormClass() as unknown as { fromConfig: unknown };
+  return { BatchNormalization: [Cls, Cls.fromConfig] } as unknown as tf.serialization.ConfigDict;
+}
