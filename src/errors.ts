@@ -17,7 +17,9 @@ export type ByolErrorCode =
   /** A download failed (network, HTTP status, interrupted transfer). `option` names the URL. */
   | 'DOWNLOAD_FAILED'
   /** A downloaded file's checksum is not the published one. `option` names the file. */
-  | 'CHECKSUM_MISMATCH';
+  | 'CHECKSUM_MISMATCH'
+  /** Training produced a NaN or infinite loss or weights; the run stopped without overwriting a good checkpoint. */
+  | 'TRAINING_DIVERGED';
 
 export class ByolError extends Error {
   override readonly name = 'ByolError';

@@ -69,3 +69,10 @@ export async function useFastestBackend(log: (line: string) => void = (l) => con
 }
 export { registerNativeBackend, loadNativeAddon, nativeLoadError, NativeBackend } from './native/backend.js';
 export { saveCheckpoint, loadCheckpoint } from './io/checkpoint.js';
+export { saveLayersModelDir, loadLayersModelDir } from './io/model-dir.js';
+export { encodeNpy } from './io/npy.js';
+export { PRETRAIN_DEFAULTS, resolvePretrainConfig, learnerOptions, runViews, type PretrainConfig } from './run/config.js';
+export { pretrain, knnOf, type PretrainHooks, type PretrainResult, type MetricsRecord } from './run/pretrain.js';
+export { learnerFromCheckpoint, randomLearnerLike, listCheckpoints, resolveCheckpointPath, readRunCheckpoint, type CheckpointMeta } from './run/checkpoints.js';
+export { encodeSource, evalInputOf, featureTensor, type EncodedSet, type EvalInput } from './run/features.js';
+export { writePlots, readMetrics, lineChartSvg, runSeries, type Series } from './run/plot.js';

@@ -42,9 +42,9 @@ test('the install script never fails: without oneDNN (or when told to skip) it e
 test('byol: user errors exit non-zero with one clear line', () => {
   const cases: [string[], RegExp][] = [
     [['train'], /^byol: unknown command `train`/],
-    [['demo', '--steps', '-3'], /^byol: --steps must be an integer ≥ 1; got -3$/],
-    [['demo', '--backend', 'gpu'], /^byol: --backend must be native, wasm or cpu; got gpu$/],
-    [['demo', '--bogus'], /^byol: unknown argument `--bogus`/],
+    [['demo', '--steps', '-3'], /^byol: --steps must be an integer ≥ 1; got "-3"$/],
+    [['demo', '--backend', 'gpu'], /^byol: --backend must be one of native, wasm, cpu; got "gpu"$/],
+    [['demo', '--bogus'], /^byol: unknown option --bogus for `byol demo`/],
   ];
   for (const [args, pattern] of cases) {
     const r = run(...args);

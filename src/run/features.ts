@@ -1,0 +1,74 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { ImageSource } from '../data/source.js';
+import { ByolError } from '../errors.js';
+import type { ViewsConfig } from '../views/options.js';
+
+/** How evaluation images reach the encoder: resized to the views' size and normalized as the views are. */
+export interface EvalInput {
+  readonly size: number;
+  readonly channels: number;
+  readonly mean: readonly number[];
+  readonly std: readonly number[];
+}
+
+export function evalInputOf(views: ViewsConfig): EvalInput {
+  return { size: views.size, channels: views.channels, mean: views.mean, std: views.std };
+}
+
+export interface EncodedSet {
+  /** [count, featureDim], float32. */
+  readonly features: Float32Array;
+  readonly featureDim: number;
+  readonly labels: Int32Array | null;
+  readonly ids: readonly string[];
+}
+
+/**
+ * Encoder features of the first `count` images of a source (all when count exceeds it), in chunks: bytes → [0, 1] →
+ * bilinear resize to the evaluation size when it differs → normalize → `encode`.
+ */
+export async function encodeSource(
+  source: ImageSource,
+  count: number,
+  input: EvalInput,
+  encode: (x: tf.Tensor4D) => tf.Tensor2D,
+  chunk = 256,
+): Promise<EncodedSet> {
+  const [h, w, c] = source.imageShape;
+  if (c !== input.channels) {
+    throw new ByolError('INVALID_DATA', `${source.name}: images have ${c} channel(s), the encoder takes ${input.channels}`, source.name);
+  }
+  const n = Math.min(count, source.length);
+  const parts: Float32Array[] = [];
+  const labels: number[] = [];
+  const ids: string[] = [];
+  let hasLabels = true;
+  let dim = 0;
+  for (let start = 0; start < n; start += chunk) {
+    const batch = await source.read(Array.from({ length: Math.min(chunk, n - start) }, (_, i) => start + i));
+    if (batch.labels) labels.push(...batch.labels);
+    else hasLabels = false;
+    ids.push(...batch.ids);
+    const f = tf.tidy(() => {
+      let x = tf.div(tf.tensor4d(batch.images, [...batch.shape], 'int32'), 255) as tf.Tensor4D;
+      if (h !== input.size || w !== input.size) x = tf.image.resizeBilinear(x, [input.size, input.size]);
+      x = tf.div(tf.sub(x, tf.tensor1d([...input.mean])), tf.tensor1d([...input.std]));
+      return encode(x);
+    });
+    dim = f.shape[1];
+    parts.push((await f.data()) as Float32Array);
+    f.dispose();
+  }
+  const features = new Float32Array(ids.length * dim);
+  let at = 0;
+  for (const p of parts) {
+    features.set(p, at);
+    at += p.length;
+  }
+  return { features, featureDim: dim, labels: hasLabels ? Int32Array.from(labels) : null, ids };
+}
+
+/** The features as a tensor [count, featureDim]. */
+export function featureTensor(set: EncodedSet): tf.Tensor2D {
+  return tf.tensor2d(set.features, [set.ids.length, set.featureDim]);
+}
