@@ -14,7 +14,7 @@ import { loadNativeAddon } from '../src/node.js';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { Byol, type ByolOptions } from '../src/index.js';
-import { useBackend } from '../src/node.js';
+import { setNativePrecision, useBackend } from '../src/node.js';
 
 const steps = Number(process.argv[process.argv.indexOf('--steps') + 1]) || 3;
 
@@ -35,6 +35,8 @@ interface Case {
   readonly model: string;
   readonly backend: 'cpu' | 'wasm' | 'native';
   readonly fastPath: boolean;
+  /** Native only: bf16 convolutions and matrix products. */
+  readonly bf16?: boolean;
   readonly options: ByolOptions;
   readonly shape: [number, number, number, number];
   /** The PyTorch reference of the same step: model and batch for bench/torch_step.py. */
@@ -68,6 +70,7 @@ async function measure(c: Case): Promise<number> {
       await tf.setBackend('wasm');
     }
   } else await useBackend(c.backend);
+  if (c.backend === 'native') setNativePrecision(c.bf16 ? 'bf16' : 'fp32');
   const learner = new Byol({ ...c.options, seed: 1 });
   const x = tf.randomUniform(c.shape, 0, 1, 'float32', 1);
   const y = tf.reverse(x, 2);
@@ -111,12 +114,18 @@ for (const c of cases) {
   if (!reference.has(c.model)) reference.set(c.model, ips);
   row(c.model, label, `${ips.toFixed(1).padStart(8)} img/s  ×${(ips / reference.get(c.model)!).toFixed(2)}`);
   if (c.backend !== 'native' || !c.torch) continue;
-  row(c.model, 'native bf16', 'not implemented yet');
+  let bf16 = 0;
+  if (setNativePrecision('bf16')) {
+    bf16 = await measure({ ...c, bf16: true });
+    row(c.model, 'native bf16 (fp32 master weights)', `${bf16.toFixed(1).padStart(8)} img/s  ×${(bf16 / reference.get(c.model)!).toFixed(2)}`);
+  } else row(c.model, 'native bf16', 'not available on this CPU');
+  setNativePrecision('fp32');
   if (!withTorch) continue;
-  for (const bf16 of [false, true]) {
-    const ref = torchStep(c.torch[0], c.torch[1], bf16);
-    const name = `PyTorch ${bf16 ? 'bf16 autocast' : 'fp32'}`;
+  for (const useBf16 of [false, true]) {
+    const ref = torchStep(c.torch[0], c.torch[1], useBf16);
+    const name = `PyTorch ${useBf16 ? 'bf16 autocast' : 'fp32'}`;
     if (typeof ref === 'string') row(c.model, name, `unavailable (${ref})`);
-    else row(c.model, name, `${ref.toFixed(1).padStart(8)} img/s  native fp32 / this = ×${(ips / ref).toFixed(2)}${bf16 ? '' : ' (target ≥ 1.0)'}`);
+    else if (!useBf16) row(c.model, name, `${ref.toFixed(1).padStart(8)} img/s  native fp32 / this = ×${(ips / ref).toFixed(2)} (target ≥ 1.0)`);
+    else row(c.model, name, `${ref.toFixed(1).padStart(8)} img/s  native bf16 / this = ${bf16 ? `×${(bf16 / ref).toFixed(2)} (target ≥ 1.0)` : 'n/a'}`);
   }
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { Byol, loadNativeAddon, nativeLoadError, useBackend } from '../src/node.js';
+import { Byol, loadNativeAddon, nativeLoadError, setNativePrecision, useBackend } from '../src/node.js';
 import { batchNorm } from '../src/nets/batchnorm.js';
 
 const addon = loadNativeAddon();
@@ -232,4 +232,35 @@ test('the fused native EMA update matches the reference; τ = 1 and τ = 0 stay 
   } finally {
     await useBackend('cpu');
   }
+});
+
+test('bf16 mode: convolutions, their gradients and matrix products within bf16 precision of float32; fp32 restores exactness', { skip }, async (t) => {
+  await useBackend('native');
+  if (!setNativePrecision('bf16')) {
+    t.skip('this CPU has no fast bf16 kernels');
+    await useBackend('cpu');
+    return;
+  }
+  setNativePrecision('fp32');
+  const f = () => {
+    const x = rand([2, 9, 9, 8], 1) as tf.Tensor4D;
+    const w = tf.mul(rand([3, 3, 8, 16], 2), 0.3) as tf.Tensor4D;
+    const y = tf.conv2d(x, w, [2, 1], 'same');
+    const [dx, dw] = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, [2, 1], 'same'), y)))([x, w]);
+    return [y, dx!, dw!, tf.matMul(rand([33, 20], 3) as tf.Tensor2D, rand([33, 7], 4) as tf.Tensor2D, true, false)];
+  };
+  const [ref, got32] = await both(f);
+  ref.forEach((r, i) => relClose(got32[i]!, r, 1e-4, `fp32 output ${i}`));
+  await useBackend('native');
+  assert.equal(setNativePrecision('bf16'), true);
+  const got16 = tf.tidy(f).map((x) => Array.from(x.dataSync()));
+  setNativePrecision('fp32');
+  // bfloat16 keeps 8 significant bits (unit roundoff 2^-8 ≈ 0.4 %) in both operands of every product: results
+  // agree to a few times that in norm (‖got − ref‖ / ‖ref‖); a wrong conversion or layout would be off by ~100 %.
+  ref.forEach((r, i) => {
+    const err = Math.sqrt(r.reduce((a, v, j) => a + (v - got16[i]![j]!) ** 2, 0) / r.reduce((a, v) => a + v * v, 0));
+    assert.ok(err < 3e-2, `bf16 output ${i}: relative error ${err.toExponential(2)}`);
+    assert.ok(err > 0, `bf16 output ${i} differs from float32 (bf16 really ran)`);
+  });
+  await useBackend('cpu');
 });

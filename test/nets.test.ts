@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
-import type * as tfl from '@tensorflow/tfjs-layers';
-import { ByolError, convNet, mlpHead, resnet, resnetFeatureDim } from '../src/index.js';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { ByolError, cloneArchitecture, convNet, fusedBatchNormClass, mlpHead, resnet, resnetFeatureDim } from '../src/index.js';
 import { assertNoLeak } from './helpers.js';
 
 const trainableCount = (m: tfl.LayersModel) => m.trainableWeights.reduce((n, w) => n + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
@@ -100,4 +100,15 @@ test('MLP head is Linear(bias) → BatchNorm → ReLU → Linear(no bias) with t
   assert.equal(bn['momentum'], 0.9);
   assert.equal(bn['epsilon'], 1e-5);
   h.dispose();
+});
+
+test('a target cloned from a LayersModel gets byol\'s batch-norm layer; the stock registry entry is left as it was', () => {
+  const model = tfl.sequential({ layers: [tfl.layers.dense({ inputShape: [4], units: 3 }), tfl.layers.batchNormalization({})] });
+  const clone = cloneArchitecture(model);
+  assert.equal(clone.layers[1]!.constructor, fusedBatchNormClass());
+  assert.equal(clone.layers[1]!.getClassName(), 'BatchNormalization');
+  const again = tfl.layers.batchNormalization({});
+  assert.notEqual(again.constructor, fusedBatchNormClass());
+  model.dispose();
+  clone.dispose();
 });

@@ -58,21 +58,26 @@ int64_t Prod(const std::vector<int64_t>& d) {
   return p;
 }
 
+// bf16 mode: convolutions and matrix products take their inputs in bfloat16 (converted on the way in; AVX512-BF16 /
+// AMX kernels) and give float32 results; weights, gradients and everything else stay float32.
+bool g_bf16 = false;
+dt Low() { return g_bf16 ? dt::bf16 : dt::f32; }
+
 // One convolution geometry: x [N,H,W,C], w [KH,KW,C,O], y [N,OH,OW,O], strides, dilations (tfjs: 1 = none),
 // padding top/left and bottom/right.
 struct ConvGeom {
   std::vector<int64_t> x, w, y, strides, dil, padTL, padBR;
   std::string Key(const char* op) const {
     std::ostringstream k;
-    k << op;
+    k << op << (g_bf16 ? ",bf16" : ",f32");
     for (auto* v : {&x, &w, &y, &strides, &dil, &padTL, &padBR})
       for (auto e : *v) k << ',' << e;
     return k.str();
   }
-  memory::desc Src() const { return memory::desc({x[0], x[3], x[1], x[2]}, dt::f32, tag::nhwc); }
-  memory::desc Dst() const { return memory::desc({y[0], y[3], y[1], y[2]}, dt::f32, tag::nhwc); }
+  memory::desc Src(dt t = dt::f32) const { return memory::desc({x[0], x[3], x[1], x[2]}, t, tag::nhwc); }
+  memory::desc Dst(dt t = dt::f32) const { return memory::desc({y[0], y[3], y[1], y[2]}, t, tag::nhwc); }
   memory::desc UserWeights() const { return memory::desc({w[3], w[2], w[0], w[1]}, dt::f32, tag::hwio); }
-  memory::desc AnyWeights() const { return memory::desc({w[3], w[2], w[0], w[1]}, dt::f32, tag::any); }
+  memory::desc AnyWeights(dt t = dt::f32) const { return memory::desc({w[3], w[2], w[0], w[1]}, t, tag::any); }
   memory::dims Strides() const { return {strides[0], strides[1]}; }
   memory::dims Dil() const { return {dil[0] - 1, dil[1] - 1}; }
   memory::dims PadL() const { return {padTL[0], padTL[1]}; }
@@ -92,24 +97,25 @@ ConvGeom ReadGeom(const Napi::CallbackInfo& info, int at) {
 }
 
 dnnl::convolution_forward::primitive_desc ForwardPd(const ConvGeom& g) {
-  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, g.Src(),
-                                    g.AnyWeights(), g.Dst(), g.Strides(), g.Dil(), g.PadL(), g.PadR());
+  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, g.Src(Low()),
+                                    g.AnyWeights(Low()), g.Dst(), g.Strides(), g.Dil(), g.PadL(), g.PadR());
   return dnnl::convolution_forward::primitive_desc(d, Engine());
 }
 
 struct CachedConv {
   dnnl::primitive prim;
   memory::desc weights;  // the layout the primitive wants for its weights (or diff weights)
+  memory::desc in1, in2;  // what it wants for its other inputs (bf16 in bf16 mode)
 };
-std::unordered_map<std::string, CachedConv> cache;
 
-// Moves `user` (HWIO) into the primitive's weight layout, or uses it as is when they agree.
-memory WeightsFor(const memory::desc& want, const memory& user) {
+// `user` as the primitive wants it: itself when the descriptions agree, else a converted copy (layout or bf16).
+memory As(const memory::desc& want, const memory& user) {
   if (want == user.get_desc()) return user;
   memory m(want, Engine());
   dnnl::reorder(user, m).execute(Stream(), const_cast<memory&>(user), m);
   return m;
 }
+std::unordered_map<std::string, CachedConv> cache;
 
 // conv2dForward(x, w, y, xShape, wShape, yShape, strides, dilations, padTL, padBR)
 Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
@@ -121,11 +127,12 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   auto it = cache.find(key);
   if (it == cache.end()) {
     auto pd = ForwardPd(g);
-    it = cache.emplace(key, CachedConv{dnnl::convolution_forward(pd), pd.weights_desc()}).first;
+    it = cache.emplace(key, CachedConv{dnnl::convolution_forward(pd), pd.weights_desc(), pd.src_desc(), {}}).first;
   }
   memory src(g.Src(), Engine(), x), dst(g.Dst(), Engine(), y), wu(g.UserWeights(), Engine(), w);
-  memory wm = WeightsFor(it->second.weights, wu);
-  it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}});
+  memory wm = As(it->second.weights, wu);
+  memory sm = As(it->second.in1, src);
+  it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}});
   Stream().wait();
   return info.Env().Undefined();
 }
@@ -139,14 +146,15 @@ Napi::Value Conv2dBackpropInput(const Napi::CallbackInfo& info) {
   std::string key = g.Key("bwd_data");
   auto it = cache.find(key);
   if (it == cache.end()) {
-    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, g.Src(), g.AnyWeights(), g.Dst(),
+    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, g.Src(), g.AnyWeights(Low()), g.Dst(Low()),
                                             g.Strides(), g.Dil(), g.PadL(), g.PadR());
     dnnl::convolution_backward_data::primitive_desc pd(d, Engine(), ForwardPd(g));
-    it = cache.emplace(key, CachedConv{dnnl::convolution_backward_data(pd), pd.weights_desc()}).first;
+    it = cache.emplace(key, CachedConv{dnnl::convolution_backward_data(pd), pd.weights_desc(), pd.diff_dst_desc(), {}}).first;
   }
   memory ddst(g.Dst(), Engine(), dy), dsrc(g.Src(), Engine(), dx), wu(g.UserWeights(), Engine(), w);
-  memory wm = WeightsFor(it->second.weights, wu);
-  it->second.prim.execute(Stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dsrc}});
+  memory wm = As(it->second.weights, wu);
+  memory dm = As(it->second.in1, ddst);
+  it->second.prim.execute(Stream(), {{DNNL_ARG_DIFF_DST, dm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dsrc}});
   Stream().wait();
   return info.Env().Undefined();
 }
@@ -160,12 +168,13 @@ Napi::Value Conv2dBackpropFilter(const Napi::CallbackInfo& info) {
   std::string key = g.Key("bwd_weights");
   auto it = cache.find(key);
   if (it == cache.end()) {
-    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.Src(), g.AnyWeights(), g.Dst(),
+    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.Src(Low()), g.AnyWeights(), g.Dst(Low()),
                                                g.Strides(), g.Dil(), g.PadL(), g.PadR());
     dnnl::convolution_backward_weights::primitive_desc pd(d, Engine(), ForwardPd(g));
-    it = cache.emplace(key, CachedConv{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc()}).first;
+    it = cache.emplace(key, CachedConv{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.src_desc(), pd.diff_dst_desc()}).first;
   }
-  memory src(g.Src(), Engine(), x), ddst(g.Dst(), Engine(), dy), user(g.UserWeights(), Engine(), dw);
+  memory src0(g.Src(), Engine(), x), ddst0(g.Dst(), Engine(), dy), user(g.UserWeights(), Engine(), dw);
+  memory src = As(it->second.in1, src0), ddst = As(it->second.in2, ddst0);
   const memory::desc& want = it->second.weights;
   if (want == user.get_desc()) {
     it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, user}});
@@ -196,15 +205,17 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   memory::desc bmd({bb, k, n}, dt::f32, tb ? memory::dims{k * n, 1, k} : memory::dims{k * n, n, 1});
   memory::desc cmd({bc, m, n}, dt::f32, memory::dims{m * n, n, 1});
   std::ostringstream key;
-  key << "mm," << ba << ',' << bb << ',' << m << ',' << k << ',' << n << ',' << ta << ',' << tb;
+  key << "mm," << g_bf16 << ',' << ba << ',' << bb << ',' << m << ',' << k << ',' << n << ',' << ta << ',' << tb;
+  auto low = [](const memory::desc& md) { return memory::desc(md.dims(), Low(), memory::dims{md.data.format_desc.blocking.strides, md.data.format_desc.blocking.strides + 3}); };
   auto it = cache.find(key.str());
   if (it == cache.end()) {
-    dnnl::matmul::desc d(amd, bmd, cmd);
+    dnnl::matmul::desc d(low(amd), low(bmd), cmd);
     dnnl::matmul::primitive_desc pd(d, Engine());
-    it = cache.emplace(key.str(), CachedConv{dnnl::matmul(pd), bmd}).first;
+    it = cache.emplace(key.str(), CachedConv{dnnl::matmul(pd), pd.weights_desc(), pd.src_desc(), {}}).first;
   }
   memory am(amd, Engine(), a), bm(bmd, Engine(), b), cm(cmd, Engine(), c);
-  it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  memory al = As(it->second.in1, am), bl = As(it->second.weights, bm);
+  it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, al}, {DNNL_ARG_WEIGHTS, bl}, {DNNL_ARG_DST, cm}});
   Stream().wait();
   return info.Env().Undefined();
 }
@@ -651,6 +662,25 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setBf16(on): switches bf16 mode; returns whether this CPU can (a small bf16 convolution must build).
+Napi::Value SetBf16(const Napi::CallbackInfo& info) {
+  bool on = info[0].As<Napi::Boolean>().Value();
+  if (on) {
+    try {
+      memory::desc s({1, 16, 4, 4}, dt::bf16, tag::nhwc), w({16, 16, 3, 3}, dt::bf16, tag::any), d({1, 16, 4, 4}, dt::f32, tag::nhwc);
+      dnnl::convolution_forward::desc cd(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, s, w, d, {1, 1}, {0, 0}, {1, 1}, {1, 1});
+      dnnl::convolution_forward::primitive_desc pd(cd, Engine());
+      std::string impl = pd.impl_info_str();
+      // A reference (non-jit) implementation would be far slower than float32: treat it as unsupported.
+      if (impl.find("ref") != std::string::npos) return Napi::Boolean::New(info.Env(), false);
+    } catch (const dnnl::error&) {
+      return Napi::Boolean::New(info.Env(), false);
+    }
+  }
+  g_bf16 = on;
+  return Napi::Boolean::New(info.Env(), true);
+}
+
 Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), omp_get_max_threads()); }
 
 Napi::Value CacheSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(cache.size())); }
@@ -682,6 +712,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("larsUpdate", Napi::Function::New(env, Guard<LarsUpdate>));
   exports.Set("emaUpdate", Napi::Function::New(env, Guard<EmaUpdate>));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("setBf16", Napi::Function::New(env, SetBf16));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("cacheSize", Napi::Function::New(env, CacheSize));
   exports.Set("dnnlVersion", Napi::String::New(env, std::to_string(DNNL_VERSION_MAJOR) + "." + std::to_string(DNNL_VERSION_MINOR) + "." +

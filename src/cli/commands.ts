@@ -12,7 +12,7 @@ import { linearProbe } from '../eval/linear.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { saveLayersModelDir } from '../io/model-dir.js';
 import { encodeNpy } from '../io/npy.js';
-import { useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
+import { setNativePrecision, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
 import { PRETRAIN_DEFAULTS, resolvePretrainConfig, type PretrainConfig } from '../run/config.js';
 import { learnerFromCheckpoint, randomLearnerLike, resolveCheckpointPath, runViews } from '../run/checkpoints.js';
 import { encodeSource, evalInputOf, featureTensor } from '../run/features.js';
@@ -32,14 +32,20 @@ export interface Io {
 const backendFlags: Flag[] = [
   { name: 'backend', type: 'string', arg: 'NAME', choices: ['auto', 'native', 'wasm', 'cpu'], help: 'tfjs backend (default auto: native if built, else wasm)' },
   { name: 'threads', type: 'int', arg: 'N', min: 1, help: `native backend threads (default: cores, ${cpus().length} here)` },
+  { name: 'precision', type: 'string', arg: 'P', choices: ['fp32', 'bf16'], help: 'native: bf16 convolutions and matrix products, fp32 weights (default fp32)' },
 ];
 
 async function selectBackend(flags: Flags, io: Io): Promise<string> {
   const name = (flags.get('backend') as string | undefined) ?? 'auto';
   const threads = (flags.get('threads') as number | undefined) ?? cpus().length;
-  if (name === 'auto') return useFastestBackend(io.err);
-  await useBackend(name as NodeBackendName, threads);
-  return name;
+  const chosen = name === 'auto' ? await useFastestBackend(io.err) : (await useBackend(name as NodeBackendName, threads), name);
+  if (flags.get('precision') === 'bf16') {
+    if (chosen !== 'native' || !setNativePrecision('bf16')) {
+      throw new ByolError('INVALID_OPTION', `--precision bf16 needs the native backend on a CPU with AVX512-BF16 or AMX (backend: ${chosen})`, 'precision');
+    }
+    return `${chosen} (bf16)`;
+  }
+  return chosen;
 }
 
 // ---------------------------------------------------------------- pretrain
@@ -123,7 +129,7 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
   let outDir: string;
   let config: PretrainConfig | undefined;
   if (resume !== undefined) {
-    const allowed = new Set(['resume', 'backend', 'threads', 'log-every']);
+    const allowed = new Set(['resume', 'backend', 'threads', 'precision', 'log-every']);
     const extra = [...flags.keys()].find((k) => !allowed.has(k));
     if (extra || positionals.length) throw new ByolError('INVALID_OPTION', `--resume continues a run with its saved config; drop ${extra ? `--${extra}` : `"${positionals[0]}"`}`, extra ?? 'dataset');
     outDir = resume;

@@ -26,6 +26,7 @@ interface Addon {
   maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
   bnTrain(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, variance: Float32Array): void;
   bnTrainGrad(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array, eps: number, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void;
+  setBf16(on: boolean): boolean;
   setThreads(n: number): void;
   getThreads(): number;
   cacheSize(): number;
@@ -434,6 +435,20 @@ function registerReluGradient(): void {
 }
 
 let registered = false;
+
+export type NativePrecision = 'fp32' | 'bf16';
+
+/**
+ * Precision of the native backend's convolutions and matrix products. `bf16`: their inputs are converted to bfloat16
+ * (oneDNN's AVX512-BF16 / AMX kernels) and their outputs stay float32, as PyTorch's bf16 autocast; weights, optimizer
+ * state, batch norm, the loss and the EMA stay float32 (fp32 master weights). Returns false, changing nothing, where
+ * the CPU has no fast bf16 kernels or the addon is not built.
+ */
+export function setNativePrecision(precision: NativePrecision): boolean {
+  const a = loadNativeAddon();
+  if (!a) return false;
+  return a.setBf16(precision === 'bf16');
+}
 
 /**
  * Registers the `native` backend (priority above cpu and wasm) when the addon is built. Returns whether it is

@@ -90,8 +90,19 @@ export function batchNorm(config: BatchNormConfig, extra: Omit<BatchNormArgs, 'm
   return new Cls({ ...extra, momentum: config.momentum, epsilon: config.epsilon });
 }
 
-/** Custom objects for tfjs-layers' deserialization, so that a model rebuilt from its config keeps the fused layer. */
-export function fusedBatchNormCustomObjects(): tf.serialization.ConfigDict {
+/**
+ * Runs `build` (a synchronous deserialization, e.g. LayersModel.fromConfig) with BatchNormalization configs turned
+ * into byol's fused layer, then restores tfjs-layers' registry. (Sequential.fromConfig ignores custom objects, so the
+ * registry entry itself is swapped for the duration.)
+ */
+export function withFusedBatchNorm<T>(build: () => T): T {
+  const map = tf.serialization.SerializationMap.getMap().classNameMap;
+  const stock = map['BatchNormalization'];
   const Cls = fusedBatchNormClass() as unknown as { fromConfig: unknown };
-  return { BatchNormalization: [Cls, Cls.fromConfig] } as unknown as tf.serialization.ConfigDict;
+  map['BatchNormalization'] = [Cls, Cls.fromConfig] as unknown as (typeof map)[string];
+  try {
+    return build();
+  } finally {
+    if (stock) map['BatchNormalization'] = stock;
+  }
 }

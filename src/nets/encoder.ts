@@ -3,7 +3,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { ByolError, describe, invalidOption } from '../errors.js';
 import { convNet } from './convnet.js';
 import type { BatchNormConfig } from './init.js';
-import { fusedBatchNormCustomObjects } from './batchnorm.js';
+import { withFusedBatchNorm } from './batchnorm.js';
 import { layersNet, type Net } from './net.js';
 import { resnet, type ResNetDepth } from './resnet.js';
 
@@ -122,11 +122,11 @@ function seedOf(ctx: EncoderBuildContext): { seed?: number } {
 /** A fresh LayersModel of the same architecture (new weights), from the model's config. */
 export function cloneArchitecture(model: tfl.LayersModel): tfl.LayersModel {
   const ctor = model.constructor as unknown as {
-    fromConfig(cls: unknown, config: unknown, customObjects: unknown): tfl.LayersModel;
+    fromConfig(cls: unknown, config: unknown): tfl.LayersModel;
   };
   try {
     // Batch-norm layers come back as byol's (same config, fused training pass where the backend has one).
-    return ctor.fromConfig(ctor, model.getConfig(), fusedBatchNormCustomObjects());
+    return withFusedBatchNorm(() => ctor.fromConfig(ctor, model.getConfig()));
   } catch (e) {
     throw new ByolError(
       'INVALID_ENCODER',
