@@ -4,12 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, watch } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, watch } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { findOfflineGreyDataset, loadCheckpoint, loadNativeAddon, saveCheckpoint, useBackend } from '../src/node.js';
@@ -23,6 +23,7 @@ const dataset = offline?.name.startsWith('Fashion') ? 'fashion-mnist' : 'mnist';
 const skip = offline ? false : 'no offline MNIST / Fashion-MNIST';
 const native = loadNativeAddon() !== null;
 const root = mkdtempSync(join(tmpdir(), 'byol-cli-'));
+after(() => rmSync(root, { recursive: true, force: true }));
 
 /** A small MLP encoder saved as a tfjs model folder: fast on the cpu backend, where runs are bit-reproducible. */
 let mlpDir: Promise<string> | null = null;

@@ -68,6 +68,8 @@ export const PRETRAIN_DEFAULTS: Omit<PretrainConfig, 'dataset'> = {
   ablation: null,
   cropScale: null,
   flip: null,
+  // The paper trains 1000 epochs (its ablations 300) at batch 4096; on one CPU 100 epochs of 256 is the practical
+  // default — the learning rate follows the batch as base × batch / 256 (App. B).
   epochs: 100,
   batchSize: 256,
   optimizer: 'lars',

@@ -73,7 +73,14 @@ export async function knnOf(encode: (x: tf.Tensor4D) => tf.Tensor2D, sets: { ban
 /** The first `limit` images of a source. */
 function limited(source: ImageSource, limit: number | null): ImageSource {
   if (limit === null || limit >= source.length) return source;
-  return { ...source, name: `${source.name}[:${limit}]`, length: limit, read: (i) => source.read(i), close: () => source.close() };
+  return {
+    name: `${source.name}[:${limit}]`,
+    length: limit,
+    imageShape: source.imageShape,
+    classes: source.classes,
+    read: (i) => source.read(i),
+    close: () => source.close(),
+  };
 }
 
 function allFinite(state: LearnerState): boolean {
