@@ -481,6 +481,13 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// y[r, j] = x[r, j] · a[j] + b[j] over rows of c values.
+void AffineRows(const float* x, const float* a, const float* b, float* y, int64_t rows, int64_t c) {
+#pragma omp parallel for schedule(static) if (rows * c > 32768)
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t j = 0; j < c; j++) y[r * c + j] = x[r * c + j] * a[j] + b[j];
+}
+
 // channelAffine(x, scale, shift, out): out = x · scale[c] + shift[c] over the last axis (batch norm in inference form).
 Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
   auto xa = info[0].As<Napi::Float32Array>();
@@ -492,10 +499,7 @@ Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
   const float* b = Data(info[2], c, "shift");
   float* o = Data(info[3], n, "out");
   if (c == 0 || n % c != 0) throw Napi::RangeError::New(info.Env(), "channelAffine: size is not a multiple of channels");
-  const int64_t rows = n / c;
-#pragma omp parallel for schedule(static) if (n > 32768)
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t j = 0; j < c; j++) o[r * c + j] = x[r * c + j] * a[j] + b[j];
+  AffineRows(x, a, b, o, n / c, c);
   return info.Env().Undefined();
 }
 
@@ -560,9 +564,7 @@ Napi::Value BnTrain(const Napi::CallbackInfo& info) {
     a[j] = float(g[j] * inv);
     sh[j] = float(b[j] - double(mean[j]) * g[j] * inv);
   }
-#pragma omp parallel for schedule(static) if (n > 32768)
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t j = 0; j < c; j++) y[r * c + j] = x[r * c + j] * a[j] + sh[j];
+  AffineRows(x, a.data(), sh.data(), y, rows, c);
   return info.Env().Undefined();
 }
 
