@@ -71,6 +71,16 @@ export class NativeBackend extends MathBackendCPU {
 
 type Info = tf.TensorInfo;
 
+/**
+ * An output array that the kernel overwrites entirely. Large ones come from Buffer.allocUnsafe, which skips V8's zero
+ * fill: a fresh multi-megabyte output otherwise costs a full extra pass (and its page faults) before the kernel runs.
+ */
+function uninit(n: number): Float32Array {
+  if (n < 16384) return new Float32Array(n);
+  const b = Buffer.allocUnsafe(n * 4);
+  return b.byteOffset % 4 === 0 ? new Float32Array(b.buffer, b.byteOffset, n) : new Float32Array(n);
+}
+
 /** A float32 tensor's data as a Float32Array (the cpu backend may hold other array types, e.g. for constants). */
 const values = (backend: MathBackendCPU, t: Info): Float32Array => {
   const v = backend.data.get(t.dataId).values;
@@ -122,7 +132,7 @@ function registerKernels(a: Addon): void {
     const extra = name === 'FusedConv2D' && (inputs['preluActivationWeights'] != null || (at.activation !== undefined && at.activation !== 'linear' && at.activation !== 'relu'));
     if (at.dataFormat === 'NCHW' || x.dtype !== 'float32' || extra || (bias && bias.shape.length !== 1)) return fallback(name, args);
     const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filter.shape as [number, number, number, number], at.strides, at.dilations, at.pad, at.dimRoundingMode, false, 'channelsLast');
-    const out = new Float32Array(tf.util.sizeFromShape(info.outShape));
+    const out = uninit(tf.util.sizeFromShape(info.outShape));
     a.conv2dForward(values(backend, x), values(backend, filter), out, ...convGeometry(info));
     biasActivation(out, bias ? values(backend, bias) : null, at.activation);
     return backend.makeTensorInfo(info.outShape, 'float32', out);
@@ -146,7 +156,7 @@ function registerKernels(a: Addon): void {
     if (at.dataFormat === 'NCHW' || first.dtype !== 'float32') return fallback(name, args);
     const backend = args.backend as MathBackendCPU;
     const info = tf.backend_util.computeConv2DInfo(xShape, filterShape, at.strides, 1, at.pad, at.dimRoundingMode, false, 'channelsLast');
-    const out = new Float32Array(tf.util.sizeFromShape(outShape));
+    const out = uninit(tf.util.sizeFromShape(outShape));
     run(backend, out, convGeometry(info));
     return backend.makeTensorInfo(outShape, 'float32', out);
   };
@@ -184,7 +194,7 @@ function registerKernels(a: Addon): void {
     const k = at.transposeA ? A.shape[rank - 2]! : A.shape[rank - 1]!;
     const n = at.transposeB ? B.shape[rank - 2]! : B.shape[rank - 1]!;
     const batch = Math.max(batchA, batchB);
-    const out = new Float32Array(batch * m * n);
+    const out = uninit(batch * m * n);
     a.matMul(values(backend, A), values(backend, B), out, batchA, batchB, m, k, n, at.transposeA, at.transposeB);
     biasActivation(out, bias ? values(backend, bias) : null, at.activation);
     return backend.makeTensorInfo(rank === 3 ? [batch, m, n] : [m, n], 'float32', out);
@@ -209,7 +219,7 @@ function registerKernels(a: Addon): void {
       mul[j] = (g ? g[j]! : 1) / Math.sqrt(v[j]! + eps);
       add[j] = (b ? b[j]! : 0) - m[j]! * mul[j]!;
     }
-    const out = new Float32Array(tf.util.sizeFromShape(x!.shape));
+    const out = uninit(tf.util.sizeFromShape(x!.shape));
     a.channelAffine(values(backend, x!), mul, add, out);
     return backend.makeTensorInfo(x!.shape, 'float32', out);
   });
@@ -220,7 +230,7 @@ function registerKernels(a: Addon): void {
     const backend = args.backend as MathBackendCPU;
     const { x, scale, offset } = args.inputs as Record<string, Info>;
     const c = scale!.shape[0]!;
-    const out = new Float32Array(tf.util.sizeFromShape(x!.shape));
+    const out = uninit(tf.util.sizeFromShape(x!.shape));
     const mean = new Float32Array(c);
     const variance = new Float32Array(c);
     a.bnTrain(values(backend, x!), values(backend, scale!), values(backend, offset!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, out, mean, variance);
@@ -230,7 +240,7 @@ function registerKernels(a: Addon): void {
     const backend = args.backend as MathBackendCPU;
     const { x, dy, mean, variance, scale } = args.inputs as Record<string, Info>;
     const c = scale!.shape[0]!;
-    const dx = new Float32Array(tf.util.sizeFromShape(x!.shape));
+    const dx = uninit(tf.util.sizeFromShape(x!.shape));
     const dScale = new Float32Array(c);
     const dOffset = new Float32Array(c);
     a.bnTrainGrad(values(backend, x!), values(backend, dy!), values(backend, mean!), values(backend, variance!), values(backend, scale!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, dx, dScale, dOffset);
@@ -243,8 +253,8 @@ function registerKernels(a: Addon): void {
     const { p, g, mu } = args.inputs as Record<string, Info>;
     const at = args.attrs as unknown as { lr: number; weightDecay: number; momentum: number; eta: number; adapt: boolean };
     const n = tf.util.sizeFromShape(p!.shape);
-    const newP = new Float32Array(n);
-    const newMu = new Float32Array(n);
+    const newP = uninit(n);
+    const newMu = uninit(n);
     a.larsUpdate(values(backend, p!), values(backend, g!), values(backend, mu!), newP, newMu, at.lr, at.weightDecay, at.momentum, at.eta, at.adapt);
     return [backend.makeTensorInfo(p!.shape, 'float32', newP), backend.makeTensorInfo(p!.shape, 'float32', newMu)];
   });
@@ -253,7 +263,7 @@ function registerKernels(a: Addon): void {
   reg(FUSED_EMA_KERNEL, (args) => {
     const backend = args.backend as MathBackendCPU;
     const { target, online } = args.inputs as Record<string, Info>;
-    const out = new Float32Array(tf.util.sizeFromShape(target!.shape));
+    const out = uninit(tf.util.sizeFromShape(target!.shape));
     a.emaUpdate(values(backend, target!), values(backend, online!), out, (args.attrs as unknown as { tau: number }).tau);
     return backend.makeTensorInfo(target!.shape, 'float32', out);
   });
@@ -333,13 +343,13 @@ function registerElementwise(a: Addon): void {
         const aFull = tf.util.sizeFromShape(A.shape) === n;
         const m = aFull ? middlePattern(B.shape, outShape) : tf.util.sizeFromShape(B.shape) === n ? middlePattern(A.shape, outShape) : null;
         if (m && m.inner > 0) {
-          const out = new Float32Array(n);
+          const out = uninit(n);
           a.binaryMiddle(op, values(backend, aFull ? A : B), values(backend, aFull ? B : A), out, aFull, m.mid, m.inner);
           return backend.makeTensorInfo(outShape, 'float32', out);
         }
       }
       if (mode < 0 || n === 0 || inner === 0) return cpuKernel(name).kernelFunc(args) as Info;
-      const out = new Float32Array(n);
+      const out = uninit(n);
       a.binary(op, values(backend, A), values(backend, B), out, mode, inner);
       return backend.makeTensorInfo(outShape, 'float32', out);
     });
@@ -350,7 +360,7 @@ function registerElementwise(a: Addon): void {
       const backend = args.backend as MathBackendCPU;
       const x = args.inputs['x']!;
       if (x.dtype !== 'float32') return cpuKernel(name).kernelFunc(args) as Info;
-      const out = new Float32Array(tf.util.sizeFromShape(x.shape));
+      const out = uninit(tf.util.sizeFromShape(x.shape));
       a.unary(op, values(backend, x), out, Number((args.attrs as Record<string, unknown> | undefined)?.['alpha'] ?? 0));
       return backend.makeTensorInfo(x.shape, 'float32', out);
     });
