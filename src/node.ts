@@ -74,5 +74,5 @@ export { encodeNpy } from './io/npy.js';
 export { PRETRAIN_DEFAULTS, resolvePretrainConfig, learnerOptions, runViews, type PretrainConfig } from './run/config.js';
 export { pretrain, knnOf, type PretrainHooks, type PretrainResult, type MetricsRecord } from './run/pretrain.js';
 export { learnerFromCheckpoint, randomLearnerLike, listCheckpoints, resolveCheckpointPath, readRunCheckpoint, type CheckpointMeta } from './run/checkpoints.js';
-export { encodeSource, evalInputOf, featureTensor, type EncodedSet, type EvalInput } from './run/features.js';
+export { encodeSource, evalInputOf, featureTensor, measureFeatures, type EncodedSet, type EvalInput, type LabelledFeatures } from './run/features.js';
 export { writePlots, readMetrics, lineChartSvg, runSeries, type Series } from './run/plot.js';

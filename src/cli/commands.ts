@@ -4,7 +4,6 @@
 import { writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { extname, join } from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
 import { openDataset, parseDatasetSpec } from '../data/spec.js';
 import { ByolError } from '../errors.js';
 import { knnAccuracy } from '../eval/knn.js';
@@ -13,9 +12,9 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { saveLayersModelDir } from '../io/model-dir.js';
 import { encodeNpy } from '../io/npy.js';
 import { setNativePrecision, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
-import { PRETRAIN_DEFAULTS, resolvePretrainConfig, type PretrainConfig } from '../run/config.js';
-import { learnerFromCheckpoint, randomLearnerLike, resolveCheckpointPath, runViews } from '../run/checkpoints.js';
-import { encodeSource, evalInputOf, featureTensor } from '../run/features.js';
+import { PRETRAIN_DEFAULTS, resolvePretrainConfig, runViews, type PretrainConfig } from '../run/config.js';
+import { learnerFromCheckpoint, randomLearnerLike, resolveCheckpointPath } from '../run/checkpoints.js';
+import { encodeSource, evalInputOf, measureFeatures } from '../run/features.js';
 import { writePlots } from '../run/plot.js';
 import { pretrain } from '../run/pretrain.js';
 import type { Byol } from '../byol/learner.js';
@@ -193,22 +192,15 @@ export async function runEval(argv: readonly string[], io: Io): Promise<number> 
   const input = evalInputOf(runViews(meta.config));
   const nTrain = (flags.get('train') as number | undefined) ?? trainSet.length;
   const nTest = (flags.get('test') as number | undefined) ?? testSet.length;
-  const evaluate = async (l: Byol) => {
-    const a = await encodeSource(trainSet, nTrain, input, (x) => l.embed(x));
-    const b = await encodeSource(testSet, nTest, input, (x) => l.embed(x));
-    if (!a.labels || !b.labels) throw new ByolError('INVALID_DATA', `${spec.kind}: evaluation needs labels`, 'dataset');
-    const [fa, fb] = [featureTensor(a), featureTensor(b)];
-    try {
+  const evaluate = (l: Byol) =>
+    measureFeatures(trainSet, nTrain, testSet, nTest, input, (x) => l.embed(x), async (a, b) => {
       if (method === 'knn') {
-        const top1 = await knnAccuracy(fa, a.labels, fb, b.labels, { k: (flags.get('k') as number | undefined) ?? 200, temperature: (flags.get('temperature') as number | undefined) ?? 0.1 });
-        return { top1 };
+        const top1 = await knnAccuracy(a.features, a.labels, b.features, b.labels, { k: (flags.get('k') as number | undefined) ?? 200, temperature: (flags.get('temperature') as number | undefined) ?? 0.1 });
+        return { top1 } as { top1: number; top5?: number };
       }
-      const r = await linearProbe(fa, a.labels, fb, b.labels, { epochs: (flags.get('epochs') as number | undefined) ?? 100, seed: meta.config.seed });
+      const r = await linearProbe(a.features, a.labels, b.features, b.labels, { epochs: (flags.get('epochs') as number | undefined) ?? 100, seed: meta.config.seed });
       return { top1: r.top1, top5: r.top5 };
-    } finally {
-      tf.dispose([fa, fb]);
-    }
-  };
+    });
   const rows: { encoder: string; top1: number; top5?: number }[] = [];
   try {
     rows.push({ encoder: `BYOL (step ${meta.step})`, ...(await evaluate(learner)) });

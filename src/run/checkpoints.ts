@@ -7,7 +7,7 @@ import { ByolError } from '../errors.js';
 import { loadCheckpoint } from '../io/checkpoint.js';
 import { loadLayersModelDir } from '../io/model-dir.js';
 import { cloneArchitecture } from '../nets/encoder.js';
-import { isBuiltinEncoder, learnerOptions, resolvePretrainConfig, runViews, type PretrainConfig } from './config.js';
+import { isBuiltinEncoder, learnerOptions, resolvePretrainConfig, type PretrainConfig } from './config.js';
 
 /** What a run stores beside the learner state in each checkpoint. */
 export interface CheckpointMeta {
@@ -109,4 +109,3 @@ export async function randomLearnerLike(meta: CheckpointMeta, seedOffset = 1000)
   return new Byol(learnerOptions(meta.config, meta.stepsPerEpoch, null, seedOffset));
 }
 
-export { runViews };

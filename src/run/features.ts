@@ -72,3 +72,35 @@ export async function encodeSource(
 export function featureTensor(set: EncodedSet): tf.Tensor2D {
   return tf.tensor2d(set.features, [set.ids.length, set.featureDim]);
 }
+
+/** Labelled features: [count, featureDim] and one class per row. */
+export interface LabelledFeatures {
+  readonly features: tf.Tensor2D;
+  readonly labels: Int32Array;
+}
+
+/**
+ * Encodes the first `nTrain` images of `train` and the first `nTest` of `test` and hands both labelled feature sets
+ * to `measure` (kNN, a linear probe), freeing them after. Errors name a source without labels.
+ */
+export async function measureFeatures<T>(
+  train: ImageSource,
+  nTrain: number,
+  test: ImageSource,
+  nTest: number,
+  input: EvalInput,
+  encode: (x: tf.Tensor4D) => tf.Tensor2D,
+  measure: (train: LabelledFeatures, test: LabelledFeatures) => Promise<T>,
+): Promise<T> {
+  const a = await encodeSource(train, nTrain, input, encode);
+  const b = await encodeSource(test, nTest, input, encode);
+  for (const [set, source] of [[a, train], [b, test]] as const) {
+    if (!set.labels) throw new ByolError('INVALID_DATA', `${source.name}: evaluation needs labels`, 'dataset');
+  }
+  const [fa, fb] = [featureTensor(a), featureTensor(b)];
+  try {
+    return await measure({ features: fa, labels: a.labels! }, { features: fb, labels: b.labels! });
+  } finally {
+    tf.dispose([fa, fb]);
+  }
+}

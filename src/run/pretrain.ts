@@ -16,7 +16,7 @@ import { saveCheckpoint } from '../io/checkpoint.js';
 import { ViewSampler } from '../views/views.js';
 import { learnerOptions, runViews, type PretrainConfig } from './config.js';
 import { checkpointName, CHECKPOINT_DIR, encoderModelFor, listCheckpoints, pruneCheckpoints, readRunCheckpoint, type CheckpointMeta } from './checkpoints.js';
-import { encodeSource, evalInputOf, featureTensor, type EvalInput } from './features.js';
+import { evalInputOf, measureFeatures, type EvalInput } from './features.js';
 
 /** One line of `metrics.jsonl`. */
 export type MetricsRecord =
@@ -58,16 +58,10 @@ async function openKnnSets(config: PretrainConfig): Promise<{ bank: ImageSource;
 }
 
 /** Weighted kNN top-1 of an encoder on a run's evaluation sets. */
-export async function knnOf(encode: (x: tf.Tensor4D) => tf.Tensor2D, sets: { bank: ImageSource; test: ImageSource }, input: EvalInput, config: PretrainConfig): Promise<number> {
-  const a = await encodeSource(sets.bank, config.knnBank, input, encode);
-  const b = await encodeSource(sets.test, config.knnTest, input, encode);
-  if (!a.labels || !b.labels) throw new ByolError('INVALID_DATA', 'kNN needs labelled data', 'dataset');
-  const [fa, fb] = [featureTensor(a), featureTensor(b)];
-  try {
-    return await knnAccuracy(fa, a.labels, fb, b.labels, { k: config.knnK, temperature: config.knnTemperature });
-  } finally {
-    tf.dispose([fa, fb]);
-  }
+export function knnOf(encode: (x: tf.Tensor4D) => tf.Tensor2D, sets: { bank: ImageSource; test: ImageSource }, input: EvalInput, config: PretrainConfig): Promise<number> {
+  return measureFeatures(sets.bank, config.knnBank, sets.test, config.knnTest, input, encode, (a, b) =>
+    knnAccuracy(a.features, a.labels, b.features, b.labels, { k: config.knnK, temperature: config.knnTemperature }),
+  );
 }
 
 /** The first `limit` images of a source. */
@@ -160,7 +154,8 @@ export async function pretrain(args: { outDir: string; config?: PretrainConfig; 
       hooks.log(`run ${outDir}: ${source.name}, ${source.length} images, ${config.epochs} epoch${config.epochs === 1 ? '' : 's'} × ${stepsPerEpoch} steps of ${config.batchSize}; backend ${args.backend}`);
     }
 
-    let lastCheckpoint: string | null = null;
+    // The newest checkpoint on disk: the one resumed from, until this process writes one.
+    let lastCheckpoint: string | null = resumePath;
     const writeCheckpoint = async (): Promise<string> => {
       const state = await learner.getState();
       if (!allFinite(state)) {
@@ -202,7 +197,7 @@ export async function pretrain(args: { outDir: string; config?: PretrainConfig; 
         if (!Number.isFinite(r.loss)) {
           throw new ByolError(
             'TRAINING_DIVERGED',
-            `loss became ${r.loss} at step ${r.step} (epoch ${epoch + 1}); stopped. ${lastCheckpoint ?? (await listCheckpoints(outDir))[0]?.path ?? 'no checkpoint yet'} is the last good checkpoint; lower --lr or raise --warmup-epochs`,
+            `loss became ${r.loss} at step ${r.step} (epoch ${epoch + 1}); stopped. ${lastCheckpoint ?? 'no checkpoint yet'} is the last good checkpoint; lower --lr or raise --warmup-epochs`,
           );
         }
         step = r.step;
@@ -220,7 +215,6 @@ export async function pretrain(args: { outDir: string; config?: PretrainConfig; 
       const done = Math.floor(step / stepsPerEpoch);
       if (step === totalSteps || (config.knnEvery > 0 && done % config.knnEvery === 0)) await evaluate(done - 1);
     }
-    if (lastCheckpoint === null) lastCheckpoint = (await listCheckpoints(outDir))[0]?.path ?? null;
     return { status: 'done', step, totalSteps, checkpoint: lastCheckpoint, knn };
   } finally {
     learner.dispose();
