@@ -4,11 +4,13 @@
  * addon (native/). Everything else is the cpu backend's own kernel.
  */
 import { createRequire } from 'node:module';
+import { totalmem } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { FUSED_LARS_KERNEL } from '../train/optimizer.js';
 import { FUSED_EMA_KERNEL } from '../byol/ema.js';
 import { FUSED_BN_GRAD_KERNEL, FUSED_BN_TRAIN_KERNEL } from '../nets/batchnorm.js';
+import { BufferPool } from './pool.js';
 
 interface Addon {
   conv2dForward(x: Float32Array, w: Float32Array, y: Float32Array, ...geom: number[][]): void;
@@ -61,24 +63,85 @@ export function nativeLoadError(): string {
   return loadError;
 }
 
+/**
+ * The most bytes of disposed outputs the native backend keeps for reuse: `BYOL_NATIVE_POOL_MB` (0 turns reuse off),
+ * else half the machine's memory. The pool also never keeps more than its buffers once held live at the same time,
+ * so in a training loop it stays at about one step's working set.
+ */
+function poolLimitBytes(): number {
+  const env = process.env['BYOL_NATIVE_POOL_MB'];
+  if (env !== undefined && env !== '' && Number.isFinite(Number(env)) && Number(env) >= 0) return Number(env) * 2 ** 20;
+  return totalmem() / 2;
+}
+
+/** Output buffers of every native kernel (see pool.ts). */
+const pool = new BufferPool(poolLimitBytes());
+
+/** How deep we are in cpu-backend kernels: their reads of inputs need no defensive copy. */
+let kernelDepth = 0;
+
 export class NativeBackend extends MathBackendCPU {
   constructor() {
     super();
     // The cpu backend's "install tfjs-node" banner does not apply to this backend.
     (this as unknown as { firstUse: boolean }).firstUse = false;
   }
+
+  /** A disposed tensor's buffer goes back to the pool (only once no other tensor shares its data id). */
+  override disposeData(dataId: object, force = false): boolean {
+    const entry = this.data.get(dataId);
+    const released = super.disposeData(dataId, force);
+    if (released && entry) pool.give(entry.values);
+    return released;
+  }
+
+  /** Readers outside kernels (dataSync, data, bufferSync) get a copy of a pooled buffer, which may be reused later. */
+  override readSync(dataId: object): tf.backend_util.BackendValues {
+    const v = super.readSync(dataId);
+    return kernelDepth === 0 && v instanceof Float32Array && pool.owns(v) ? v.slice() : v;
+  }
+}
+
+/** Frees the memory the native backend keeps for reuse, and says how the pool has served so far. */
+export function releaseNativeMemory(): { freedBytes: number; peakLiveBytes: number; reused: number; allocated: number } {
+  const s = pool.stats();
+  pool.clear();
+  return { freedBytes: s.freeBytes, peakLiveBytes: s.peakLiveBytes, reused: s.reused, allocated: s.allocated };
+}
+
+/**
+ * A cpu-backend kernel run on the native backend's storage: while it runs, reads are not copied; afterwards any
+ * output that aliases a pooled buffer under a new data id (the cpu Slice returns a view of its input) becomes a copy,
+ * so that disposing the input cannot hand memory the output still uses back to the pool.
+ */
+function cpuOnNative(kernelFunc: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    kernelDepth++;
+    let result: Info | Info[];
+    try {
+      result = kernelFunc(args) as Info | Info[];
+    } finally {
+      kernelDepth--;
+    }
+    const backend = args.backend as MathBackendCPU;
+    const inputIds = new Set(Object.values(args.inputs).map((t) => t?.dataId));
+    for (const out of Array.isArray(result) ? result : [result]) {
+      if (inputIds.has(out.dataId)) continue;
+      const entry = backend.data.get(out.dataId);
+      if (entry && entry.values instanceof Float32Array && pool.owns(entry.values)) entry.values = entry.values.slice();
+    }
+    return result;
+  };
 }
 
 type Info = tf.TensorInfo;
 
 /**
- * An output array that the kernel overwrites entirely. Large ones come from Buffer.allocUnsafe, which skips V8's zero
- * fill: a fresh multi-megabyte output otherwise costs a full extra pass (and its page faults) before the kernel runs.
+ * An output array that the kernel overwrites entirely: from the pool of disposed outputs, or fresh without V8's zero
+ * fill (a fresh multi-megabyte output otherwise costs a full extra pass, its page faults and later a GC).
  */
 function uninit(n: number): Float32Array {
-  if (n < 16384) return new Float32Array(n);
-  const b = Buffer.allocUnsafe(n * 4);
-  return b.byteOffset % 4 === 0 ? new Float32Array(b.buffer, b.byteOffset, n) : new Float32Array(n);
+  return pool.take(n);
 }
 
 /** A float32 tensor's data as a Float32Array (the cpu backend may hold other array types, e.g. for constants). */
@@ -112,14 +175,14 @@ function biasActivation(out: Float32Array, bias: Float32Array | null, activation
 
 function registerKernels(a: Addon): void {
   const cpuKernel = (name: string) => tf.getKernel(name, 'cpu')!;
-  const fallback = (name: string, args: Parameters<tf.KernelFunc>[0]) => cpuKernel(name).kernelFunc(args) as Info;
+  const fallback = (name: string, args: Parameters<tf.KernelFunc>[0]) => cpuOnNative(cpuKernel(name).kernelFunc)(args) as Info;
   const reg = (kernelName: string, kernelFunc: tf.KernelFunc) => {
     if (tf.getKernel(kernelName, 'native')) tf.unregisterKernel(kernelName, 'native');
     tf.registerKernel({ kernelName, backendName: 'native', kernelFunc });
   };
   // Everything the cpu backend has, first.
   for (const k of tf.getKernelsForBackend('cpu')) {
-    if (!tf.getKernel(k.kernelName, 'native')) tf.registerKernel({ ...k, backendName: 'native' });
+    if (!tf.getKernel(k.kernelName, 'native')) tf.registerKernel({ ...k, backendName: 'native', kernelFunc: cpuOnNative(k.kernelFunc) });
   }
 
   const conv = (args: Parameters<tf.KernelFunc>[0], name: 'Conv2D' | 'FusedConv2D'): Info => {
@@ -315,7 +378,7 @@ export function middlePattern(small: readonly number[], out: readonly number[]):
 }
 
 function registerElementwise(a: Addon): void {
-  const cpuKernel = (name: string) => tf.getKernel(name, 'cpu')!;
+  const cpuKernel = (name: string) => ({ kernelFunc: cpuOnNative(tf.getKernel(name, 'cpu')!.kernelFunc) });
   const reg = (kernelName: string, kernelFunc: tf.KernelFunc) => {
     if (tf.getKernel(kernelName, 'native')) tf.unregisterKernel(kernelName, 'native');
     tf.registerKernel({ kernelName, backendName: 'native', kernelFunc });

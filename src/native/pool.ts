@@ -1,0 +1,92 @@
+/**
+ * Output buffers of the native backend, reused when their tensor is disposed.
+ *
+ * Why: a training step allocates hundreds of multi-megabyte outputs. Left to V8, each is a fresh ArrayBuffer that
+ * is only freed at the next garbage collection, which the external-memory pressure then forces every few
+ * milliseconds (about a tenth of a ResNet step went to GC and allocation). tfjs disposes tensors explicitly, so a
+ * disposed output can go straight back to a free list by length and serve the next output of that length, warm in
+ * memory and without a GC.
+ *
+ * Safety: a buffer is reused only if this pool allocated it and nothing else can still see it. The backend (see
+ * NativeBackend) returns copies of pooled buffers to readers outside kernels (dataSync, data, arraySync), and copies
+ * any kernel output that aliases a pooled buffer under another tensor (e.g. the cpu backend's Slice returns a
+ * subarray view).
+ */
+export class BufferPool {
+  private readonly free = new Map<number, Float32Array[]>();
+  private readonly owned = new WeakSet<ArrayBuffer>();
+  private held = 0;
+  private live = 0;
+  private peakLive = 0;
+  private reused = 0;
+  private allocated = 0;
+
+  /**
+   * @param limitBytes the most bytes kept free for reuse. The pool also keeps no more than the most its buffers ever
+   *   held live at once (so free memory never exceeds the working set it serves). Beyond either bound the oldest free
+   *   buffers are dropped (left to the garbage collector); a buffer larger than the bound is not kept.
+   * @param minLength arrays shorter than this are ordinary Float32Arrays (V8 handles small ones well).
+   */
+  constructor(
+    readonly limitBytes: number,
+    readonly minLength = 16384,
+  ) {}
+
+  /** An array of `n` floats with unspecified contents (a reused buffer, or fresh memory without the zero fill). */
+  take(n: number): Float32Array {
+    if (n < this.minLength) return new Float32Array(n);
+    const list = this.free.get(n);
+    const hit = list?.pop();
+    if (hit) {
+      this.held -= hit.byteLength;
+      this.reused++;
+      this.addLive(hit.byteLength);
+      return hit;
+    }
+    this.allocated++;
+    this.addLive(n * 4);
+    // allocUnsafeSlow: no zero fill, and a buffer of its own (never a slice of Node's shared small-buffer pool).
+    const b = Buffer.allocUnsafeSlow(n * 4);
+    this.owned.add(b.buffer);
+    return new Float32Array(b.buffer, 0, n);
+  }
+
+  private addLive(bytes: number): void {
+    this.live += bytes;
+    this.peakLive = Math.max(this.peakLive, this.live);
+  }
+
+  /** Whether `v` lies in a buffer this pool allocated (whole or as a view). */
+  owns(v: ArrayBufferView): boolean {
+    return this.owned.has(v.buffer as ArrayBuffer);
+  }
+
+  /** Takes back an array whose tensor is gone; ignores arrays it did not allocate and views of part of one. */
+  give(v: unknown): void {
+    if (!(v instanceof Float32Array) || !this.owns(v) || v.byteOffset !== 0 || v.byteLength !== v.buffer.byteLength) return;
+    this.live = Math.max(0, this.live - v.byteLength);
+    const bound = Math.min(this.limitBytes, this.peakLive);
+    if (v.byteLength > bound) return;
+    for (const [n, list] of this.free) {
+      if (this.held + v.byteLength <= bound) break;
+      while (list.length > 0 && this.held + v.byteLength > bound) this.held -= list.shift()!.byteLength;
+      if (list.length === 0) this.free.delete(n);
+    }
+    let list = this.free.get(v.length);
+    if (!list) this.free.set(v.length, (list = []));
+    list.push(v);
+    this.held += v.byteLength;
+  }
+
+  /** Drops every free buffer (the garbage collector reclaims them). */
+  clear(): void {
+    this.free.clear();
+    this.held = 0;
+  }
+
+  /** Bytes held free for reuse, the most bytes its buffers held live at once, and how many takes were served from
+   * the free lists or by fresh memory. */
+  stats(): { freeBytes: number; peakLiveBytes: number; reused: number; allocated: number } {
+    return { freeBytes: this.held, peakLiveBytes: this.peakLive, reused: this.reused, allocated: this.allocated };
+  }
+}
