@@ -189,6 +189,32 @@ test('native element-wise, broadcasting, reductions and tile match the cpu backe
   assert.deepEqual(nanGot[0], [NaN, 0, 0, 1]);
 });
 
+test('native max pooling and its gradient match the cpu backend: odd sizes, batch 1, 1 and 3 channels, ties, NaN', { skip }, async () => {
+  const cases: [number[], number, number, 'same' | 'valid'][] = [
+    [[1, 7, 5, 1], 2, 2, 'valid'],
+    [[1, 7, 5, 1], 3, 2, 'same'],
+    [[3, 9, 8, 3], 3, 1, 'same'],
+    [[2, 28, 28, 32], 2, 2, 'valid'],
+    [[2, 11, 13, 17], 3, 2, 'same'],
+  ];
+  const [ref, got] = await both(() =>
+    cases.flatMap(([shape, k, st, p], i) => {
+      // Rounded values make ties, so "the first maximum of the window" is checked too.
+      const x = tf.round(tf.mul(rand(shape, 30 + i), 2)) as tf.Tensor4D;
+      const w = rand(tf.maxPool(x, k, st, p).shape, 40 + i);
+      return [tf.maxPool(x, k, st, p), tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(v as tf.Tensor4D, k, st, p), w)))(x)];
+    }),
+  );
+  got.forEach((g, i) => relClose(g, ref[i]!, 1e-6, `pooling output ${i}`));
+  // NaN never wins a window; a window of NaN only gives −∞ and passes no gradient, as on cpu.
+  const special = () => {
+    const x = tf.tensor4d([NaN, 1, NaN, NaN, 2, NaN, -Infinity, -Infinity], [1, 2, 4, 1]);
+    return [tf.maxPool(x, 2, 2, 'valid'), tf.grad((v: tf.Tensor) => tf.sum(tf.maxPool(v as tf.Tensor4D, 2, 2, 'valid')))(x)];
+  };
+  const [sRef, sGot] = await both(special);
+  assert.deepEqual(sGot, sRef);
+});
+
 test('the fused native LARS step matches the PyTorch reference (decay and trust ratio skipped for 1-D params)', { skip }, async () => {
   const { reference, tensorOf } = await import('./helpers.js');
   const { Lars } = await import('../src/index.js');

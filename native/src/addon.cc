@@ -447,41 +447,85 @@ Napi::Value BinaryMiddle(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// maxPoolGrad(dy, x, dx, xShape[4], yShape[4], window[2], strides[2], padTL[2]): routes each dy to the first
-// maximum of its window in x (as tfjs's cpu kernel), NHWC.
-Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
-  auto xs = Ints(info[3], 4, "xShape");
-  auto ys = Ints(info[4], 4, "yShape");
-  auto win = Ints(info[5], 2, "window");
-  auto st = Ints(info[6], 2, "strides");
-  auto pad = Ints(info[7], 2, "padTopLeft");
-  const float* dy = Data(info[0], Prod(ys), "dy");
-  const float* x = Data(info[1], Prod(xs), "x");
-  float* dx = Data(info[2], Prod(xs), "dx");
-  const int64_t N = xs[0], H = xs[1], W = xs[2], C = xs[3], OH = ys[1], OW = ys[2];
-  std::fill(dx, dx + Prod(xs), 0.f);
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; n++) {
+struct PoolGeom {
+  std::vector<int64_t> xs, ys, win, st, pad;
+};
+
+PoolGeom ReadPool(const Napi::CallbackInfo& info) {
+  return {Ints(info[3], 4, "xShape"), Ints(info[4], 4, "yShape"), Ints(info[5], 2, "window"), Ints(info[6], 2, "strides"),
+          Ints(info[7], 2, "padTopLeft")};
+}
+
+// Calls f(offset of the input pixel, in elements) for each window position of output pixel (n, oy, ox) that lies
+// inside the input, row by row (the order in which tfjs picks the first maximum).
+template <typename F>
+inline void ForWindow(const PoolGeom& g, int64_t n, int64_t oy, int64_t ox, F f) {
+  const int64_t H = g.xs[1], W = g.xs[2], C = g.xs[3];
+  for (int64_t ky = 0; ky < g.win[0]; ky++) {
+    const int64_t iy = oy * g.st[0] - g.pad[0] + ky;
+    if (iy < 0 || iy >= H) continue;
+    for (int64_t kx = 0; kx < g.win[1]; kx++) {
+      const int64_t ix = ox * g.st[1] - g.pad[1] + kx;
+      if (ix >= 0 && ix < W) f(((n * H + iy) * W + ix) * C);
+    }
+  }
+}
+
+// maxPool(x, y, _, xShape[4], yShape[4], window[2], strides[2], padTopLeft[2]): NHWC max over each window's in-bounds
+// pixels, vectorized over channels; NaN never wins and an empty window gives −∞, as tfjs's cpu kernel.
+Napi::Value MaxPool(const Napi::CallbackInfo& info) {
+  PoolGeom g = ReadPool(info);
+  const float* x = Data(info[0], Prod(g.xs), "x");
+  float* y = Data(info[1], Prod(g.ys), "y");
+  const int64_t N = g.xs[0], C = g.xs[3], OH = g.ys[1], OW = g.ys[2];
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t n = 0; n < N; n++)
     for (int64_t oy = 0; oy < OH; oy++)
-      for (int64_t ox = 0; ox < OW; ox++)
-        for (int64_t c = 0; c < C; c++) {
-          float best = -INFINITY;
-          int64_t at = -1;
-          for (int64_t ky = 0; ky < win[0]; ky++) {
-            int64_t iy = oy * st[0] - pad[0] + ky;
-            if (iy < 0 || iy >= H) continue;
-            for (int64_t kx = 0; kx < win[1]; kx++) {
-              int64_t ix = ox * st[1] - pad[1] + kx;
-              if (ix < 0 || ix >= W) continue;
-              int64_t idx = ((n * H + iy) * W + ix) * C + c;
-              if (x[idx] > best || at < 0) {
-                best = x[idx];
-                at = idx;
-              }
+      for (int64_t ox = 0; ox < OW; ox++) {
+        float* yp = y + ((n * OH + oy) * OW + ox) * C;
+        std::fill(yp, yp + C, -INFINITY);
+        ForWindow(g, n, oy, ox, [&](int64_t at) {
+          const float* xp = x + at;
+          for (int64_t c = 0; c < C; c++) yp[c] = xp[c] > yp[c] ? xp[c] : yp[c];
+        });
+      }
+  return info.Env().Undefined();
+}
+
+// maxPoolGrad(dy, x, dx, xShape[4], yShape[4], window[2], strides[2], padTopLeft[2]): routes each dy to the first
+// maximum of its window in x (strictly greater, as tfjs's cpu kernel: a window of NaN or −∞ passes nothing), NHWC;
+// channels vectorized, one image per thread at a time (the
+// windows of one image may overlap, those of different images never do).
+Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
+  PoolGeom g = ReadPool(info);
+  const float* dy = Data(info[0], Prod(g.ys), "dy");
+  const float* x = Data(info[1], Prod(g.xs), "x");
+  float* dx = Data(info[2], Prod(g.xs), "dx");
+  const int64_t N = g.xs[0], H = g.xs[1], W = g.xs[2], C = g.xs[3], OH = g.ys[1], OW = g.ys[2];
+#pragma omp parallel
+  {
+    std::vector<float> best(C);
+    std::vector<int64_t> at(C);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+      std::fill(dx + n * H * W * C, dx + (n + 1) * H * W * C, 0.f);
+      for (int64_t oy = 0; oy < OH; oy++)
+        for (int64_t ox = 0; ox < OW; ox++) {
+          std::fill(best.begin(), best.end(), -INFINITY);
+          std::fill(at.begin(), at.end(), int64_t(-1));
+          ForWindow(g, n, oy, ox, [&](int64_t base) {
+            const float* xp = x + base;
+            for (int64_t c = 0; c < C; c++) {
+              const bool take = xp[c] > best[c];
+              best[c] = take ? xp[c] : best[c];
+              at[c] = take ? base + c : at[c];
             }
-          }
-          if (at >= 0) dx[at] += dy[((n * OH + oy) * OW + ox) * C + c];
+          });
+          const float* dyp = dy + ((n * OH + oy) * OW + ox) * C;
+          for (int64_t c = 0; c < C; c++)
+            if (at[c] >= 0) dx[at[c]] += dyp[c];
         }
+    }
   }
   return info.Env().Undefined();
 }
@@ -723,6 +767,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unary", Napi::Function::New(env, Guard<Unary>));
   exports.Set("reduceMiddle", Napi::Function::New(env, Guard<ReduceMiddle>));
   exports.Set("binaryMiddle", Napi::Function::New(env, Guard<BinaryMiddle>));
+  exports.Set("maxPool", Napi::Function::New(env, Guard<MaxPool>));
   exports.Set("maxPoolGrad", Napi::Function::New(env, Guard<MaxPoolGrad>));
   exports.Set("channelAffine", Napi::Function::New(env, Guard<ChannelAffine>));
   exports.Set("bnTrain", Napi::Function::New(env, Guard<BnTrain>));

@@ -25,6 +25,7 @@ interface Addon {
   larsUpdate(p: Float32Array, g: Float32Array, mu: Float32Array, newP: Float32Array, newMu: Float32Array, lr: number, weightDecay: number, momentum: number, eta: number, adapt: boolean): void;
   emaUpdate(target: Float32Array, online: Float32Array, out: Float32Array, tau: number): void;
   channelAffine(x: Float32Array, scale: Float32Array, shift: Float32Array, out: Float32Array): void;
+  maxPool(x: Float32Array, y: Float32Array, unused: null, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
   maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
   bnTrain(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, variance: Float32Array): void;
   bnTrainGrad(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array, eps: number, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void;
@@ -331,13 +332,25 @@ function registerKernels(a: Addon): void {
     return backend.makeTensorInfo(target!.shape, 'float32', out);
   });
 
+  reg('MaxPool', (args) => {
+    const backend = args.backend as MathBackendCPU;
+    const x = args.inputs['x']!;
+    const at = args.attrs as unknown as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'same' | 'valid' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
+    if (x.dtype !== 'float32' || x.shape.length !== 4) return fallback('MaxPool', args);
+    const info = tf.backend_util.computePool2DInfo(x.shape as [number, number, number, number], at.filterSize, at.strides, 1, at.pad, at.dimRoundingMode);
+    // A 1×1 window that keeps the shape is tfjs's identity: leave it to the cpu kernel.
+    if (info.filterHeight === 1 && info.filterWidth === 1 && tf.util.arraysEqual(info.inShape, info.outShape)) return fallback('MaxPool', args);
+    const out = uninit(tf.util.sizeFromShape(info.outShape));
+    a.maxPool(values(backend, x), out, null, [...x.shape], [...info.outShape], [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [info.padInfo.top, info.padInfo.left]);
+    return backend.makeTensorInfo(info.outShape, 'float32', out);
+  });
   reg('MaxPoolGrad', (args) => {
     const backend = args.backend as MathBackendCPU;
     const { dy, input } = args.inputs as { dy: Info; input: Info };
     const at = args.attrs as unknown as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'same' | 'valid' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
     if (input.dtype !== 'float32') return fallback('MaxPoolGrad', args);
     const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], at.filterSize, at.strides, 1, at.pad, at.dimRoundingMode);
-    const out = new Float32Array(tf.util.sizeFromShape(input.shape));
+    const out = uninit(tf.util.sizeFromShape(input.shape)); // zeroed by the kernel
     a.maxPoolGrad(values(backend, dy), values(backend, input), out, [...input.shape], [...info.outShape], [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [info.padInfo.top, info.padInfo.left]);
     return backend.makeTensorInfo(input.shape, 'float32', out);
   });
