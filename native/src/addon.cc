@@ -111,14 +111,17 @@ struct CachedConv {
   dnnl::primitive prim;
   memory::desc weights;  // the layout the primitive wants for its weights (or diff weights)
   memory::desc in1, in2;  // what it wants for its other inputs (bf16 in bf16 mode)
+  // Buffers for converted inputs, allocated on first use and kept with the primitive: calls run one at a time, and a
+  // fresh multi-megabyte buffer per call costs page faults (at batch 256 they made bf16 slower than fp32).
+  memory wBuf, in1Buf, in2Buf;
 };
 
-// `user` as the primitive wants it: itself when the descriptions agree, else a converted copy (layout or bf16).
-memory As(const memory::desc& want, const memory& user) {
+// `user` as the primitive wants it: itself when the descriptions agree, else converted (layout or bf16) into `buf`.
+memory As(const memory::desc& want, const memory& user, memory& buf) {
   if (want == user.get_desc()) return user;
-  memory m(want, Engine());
-  dnnl::reorder(user, m).execute(Stream(), const_cast<memory&>(user), m);
-  return m;
+  if (!buf) buf = memory(want, Engine());
+  dnnl::reorder(user, buf).execute(Stream(), const_cast<memory&>(user), buf);
+  return buf;
 }
 std::unordered_map<std::string, CachedConv> cache;
 
@@ -135,8 +138,8 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
     it = cache.emplace(key, CachedConv{dnnl::convolution_forward(pd), pd.weights_desc(), pd.src_desc(), {}}).first;
   }
   memory src(g.Src(), Engine(), x), dst(g.Dst(), Engine(), y), wu(g.UserWeights(), Engine(), w);
-  memory wm = As(it->second.weights, wu);
-  memory sm = As(it->second.in1, src);
+  memory wm = As(it->second.weights, wu, it->second.wBuf);
+  memory sm = As(it->second.in1, src, it->second.in1Buf);
   it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}});
   Stream().wait();
   return info.Env().Undefined();
@@ -157,8 +160,8 @@ Napi::Value Conv2dBackpropInput(const Napi::CallbackInfo& info) {
     it = cache.emplace(key, CachedConv{dnnl::convolution_backward_data(pd), pd.weights_desc(), pd.diff_dst_desc(), {}}).first;
   }
   memory ddst(g.Dst(), Engine(), dy), dsrc(g.Src(), Engine(), dx), wu(g.UserWeights(), Engine(), w);
-  memory wm = As(it->second.weights, wu);
-  memory dm = As(it->second.in1, ddst);
+  memory wm = As(it->second.weights, wu, it->second.wBuf);
+  memory dm = As(it->second.in1, ddst, it->second.in1Buf);
   it->second.prim.execute(Stream(), {{DNNL_ARG_DIFF_DST, dm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dsrc}});
   Stream().wait();
   return info.Env().Undefined();
@@ -179,12 +182,13 @@ Napi::Value Conv2dBackpropFilter(const Napi::CallbackInfo& info) {
     it = cache.emplace(key, CachedConv{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.src_desc(), pd.diff_dst_desc()}).first;
   }
   memory src0(g.Src(), Engine(), x), ddst0(g.Dst(), Engine(), dy), user(g.UserWeights(), Engine(), dw);
-  memory src = As(it->second.in1, src0), ddst = As(it->second.in2, ddst0);
+  memory src = As(it->second.in1, src0, it->second.in1Buf), ddst = As(it->second.in2, ddst0, it->second.in2Buf);
   const memory::desc& want = it->second.weights;
   if (want == user.get_desc()) {
     it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, user}});
   } else {
-    memory tmp(want, Engine());
+    memory& tmp = it->second.wBuf;
+    if (!tmp) tmp = memory(want, Engine());
     it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, tmp}});
     dnnl::reorder(tmp, user).execute(Stream(), tmp, user);
   }
@@ -219,7 +223,7 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
     it = cache.emplace(key.str(), CachedConv{dnnl::matmul(pd), pd.weights_desc(), pd.src_desc(), {}}).first;
   }
   memory am(amd, Engine(), a), bm(bmd, Engine(), b), cm(cmd, Engine(), c);
-  memory al = As(it->second.in1, am), bl = As(it->second.weights, bm);
+  memory al = As(it->second.in1, am, it->second.in1Buf), bl = As(it->second.weights, bm, it->second.wBuf);
   it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, al}, {DNNL_ARG_WEIGHTS, bl}, {DNNL_ARG_DST, cm}});
   Stream().wait();
   return info.Env().Undefined();
