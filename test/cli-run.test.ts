@@ -231,6 +231,12 @@ test('a NaN loss stops the run with one clear line and exit 3, the last good che
   const newest = readdirSync(join(run, 'checkpoints')).filter((f) => f.endsWith('.byol')).sort().pop()!;
   const { state } = await loadCheckpoint(join(run, 'checkpoints', newest));
   for (const group of Object.values(state.tensors)) for (const a of group) assert.ok(a.every(Number.isFinite));
+  // Diverging before the first checkpoint says so, and writes none.
+  const early = byol('pretrain', dataset, '--out', join(root, 'nan-early'), ...small, '--encoder', await mlpEncoder(), '--backend', 'cpu', '--lr', '1e30', '--warmup-epochs', '0', '--checkpoint-every', '1000', '--knn-every', '0');
+  assert.equal(early.status, 3, early.stdout + early.stderr);
+  assert.match(early.stderr.trim(), /^byol: loss became NaN at step \d+ \(epoch 1\); stopped\. No checkpoint was written yet; lower --lr/);
+  const written = existsSync(join(root, 'nan-early', 'checkpoints')) ? readdirSync(join(root, 'nan-early', 'checkpoints')).filter((f) => f.endsWith('.byol')) : [];
+  assert.deepEqual(written, []);
 });
 
 test('CLI user errors: one line each, exit 2', { skip }, async () => {

@@ -455,9 +455,10 @@ struct PoolGeom {
   std::vector<int64_t> xs, ys, win, st, pad;
 };
 
-PoolGeom ReadPool(const Napi::CallbackInfo& info) {
-  return {Ints(info[3], 4, "xShape"), Ints(info[4], 4, "yShape"), Ints(info[5], 2, "window"), Ints(info[6], 2, "strides"),
-          Ints(info[7], 2, "padTopLeft")};
+// The pooling geometry from info[at…at+4]: xShape, yShape, window, strides, padTopLeft.
+PoolGeom ReadPool(const Napi::CallbackInfo& info, int at) {
+  return {Ints(info[at], 4, "xShape"), Ints(info[at + 1], 4, "yShape"), Ints(info[at + 2], 2, "window"),
+          Ints(info[at + 3], 2, "strides"), Ints(info[at + 4], 2, "padTopLeft")};
 }
 
 // Calls f(offset of the input pixel, in elements) for each window position of output pixel (n, oy, ox) that lies
@@ -475,10 +476,10 @@ inline void ForWindow(const PoolGeom& g, int64_t n, int64_t oy, int64_t ox, F f)
   }
 }
 
-// maxPool(x, y, _, xShape[4], yShape[4], window[2], strides[2], padTopLeft[2]): NHWC max over each window's in-bounds
+// maxPool(x, y, xShape[4], yShape[4], window[2], strides[2], padTopLeft[2]): NHWC max over each window's in-bounds
 // pixels, vectorized over channels; NaN never wins and an empty window gives −∞, as tfjs's cpu kernel.
 Napi::Value MaxPool(const Napi::CallbackInfo& info) {
-  PoolGeom g = ReadPool(info);
+  PoolGeom g = ReadPool(info, 2);
   const float* x = Data(info[0], Prod(g.xs), "x");
   float* y = Data(info[1], Prod(g.ys), "y");
   const int64_t N = g.xs[0], C = g.xs[3], OH = g.ys[1], OW = g.ys[2];
@@ -501,7 +502,7 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
 // channels vectorized, one image per thread at a time (the
 // windows of one image may overlap, those of different images never do).
 Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
-  PoolGeom g = ReadPool(info);
+  PoolGeom g = ReadPool(info, 3);
   const float* dy = Data(info[0], Prod(g.ys), "dy");
   const float* x = Data(info[1], Prod(g.xs), "x");
   float* dx = Data(info[2], Prod(g.xs), "dx");

@@ -14,7 +14,7 @@ const DEMO: Command = {
     'With the native backend the encoder is the ConvNet, else a 784-512-512 MLP on wasm.',
   ].join('\n'),
   flags: [
-    { name: 'steps', type: 'int', arg: 'N', min: 1, help: 'training steps (default: native 300, wasm 600)' },
+    { name: 'steps', type: 'int', arg: 'N', min: 1, help: 'training steps (default: native 1500, wasm 600)' },
     { name: 'batch', type: 'int', arg: 'N', min: 2, help: `images per step (default ${DEFAULT_DEMO.batchSize})` },
     { name: 'train', type: 'int', arg: 'N', min: 200, help: `training images: pretraining set and kNN bank (default ${DEFAULT_DEMO.trainImages})` },
     { name: 'test', type: 'int', arg: 'N', min: 1, help: `test images for kNN (default ${DEFAULT_DEMO.testImages})` },

@@ -25,7 +25,7 @@ interface Addon {
   larsUpdate(p: Float32Array, g: Float32Array, mu: Float32Array, newP: Float32Array, newMu: Float32Array, lr: number, weightDecay: number, momentum: number, eta: number, adapt: boolean): void;
   emaUpdate(target: Float32Array, online: Float32Array, out: Float32Array, tau: number): void;
   channelAffine(x: Float32Array, scale: Float32Array, shift: Float32Array, out: Float32Array): void;
-  maxPool(x: Float32Array, y: Float32Array, unused: null, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
+  maxPool(x: Float32Array, y: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
   maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
   bnTrain(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, variance: Float32Array): void;
   bnTrainGrad(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array, eps: number, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void;
@@ -341,7 +341,7 @@ function registerKernels(a: Addon): void {
     // A 1×1 window that keeps the shape is tfjs's identity: leave it to the cpu kernel.
     if (info.filterHeight === 1 && info.filterWidth === 1 && tf.util.arraysEqual(info.inShape, info.outShape)) return fallback('MaxPool', args);
     const out = uninit(tf.util.sizeFromShape(info.outShape));
-    a.maxPool(values(backend, x), out, null, [...x.shape], [...info.outShape], [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [info.padInfo.top, info.padInfo.left]);
+    a.maxPool(values(backend, x), out, [...x.shape], [...info.outShape], [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [info.padInfo.top, info.padInfo.left]);
     return backend.makeTensorInfo(info.outShape, 'float32', out);
   });
   reg('MaxPoolGrad', (args) => {

@@ -197,7 +197,7 @@ export async function pretrain(args: { outDir: string; config?: PretrainConfig; 
         if (!Number.isFinite(r.loss)) {
           throw new ByolError(
             'TRAINING_DIVERGED',
-            `loss became ${r.loss} at step ${r.step} (epoch ${epoch + 1}); stopped. ${lastCheckpoint ?? 'no checkpoint yet'} is the last good checkpoint; lower --lr or raise --warmup-epochs`,
+            `loss became ${r.loss} at step ${r.step} (epoch ${epoch + 1}); stopped. ${lastCheckpoint ? `${lastCheckpoint} is the last good checkpoint` : 'No checkpoint was written yet'}; lower --lr or raise --warmup-epochs`,
           );
         }
         step = r.step;
