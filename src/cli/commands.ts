@@ -11,6 +11,7 @@ import { linearProbe } from '../eval/linear.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { saveLayersModelDir } from '../io/model-dir.js';
 import { encodeNpy } from '../io/npy.js';
+import { shownPath } from '../io/paths.js';
 import { setNativePrecision, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
 import { PRETRAIN_DEFAULTS, resolvePretrainConfig, runViews, type PretrainConfig } from '../run/config.js';
 import { learnerFromCheckpoint, randomLearnerLike, resolveCheckpointPath } from '../run/checkpoints.js';
@@ -147,7 +148,7 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
   );
   progress.end();
   if (result.status === 'stopped') return 130;
-  io.out(`done: ${result.step} steps; checkpoint ${result.checkpoint}${result.knn === null ? '' : `; kNN top-1 ${(100 * result.knn).toFixed(2)} %`}`);
+  io.out(`done: ${result.step} steps; checkpoint ${result.checkpoint === null ? 'none' : shownPath(result.checkpoint)}${result.knn === null ? '' : `; kNN top-1 ${(100 * result.knn).toFixed(2)} %`}`);
   return 0;
 }
 

@@ -13,6 +13,7 @@ import { ByolError } from '../errors.js';
 import { knnAccuracy } from '../eval/knn.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { saveCheckpoint } from '../io/checkpoint.js';
+import { shownPath } from '../io/paths.js';
 import { ViewSampler } from '../views/views.js';
 import { learnerOptions, runViews, type PretrainConfig } from './config.js';
 import { checkpointName, CHECKPOINT_DIR, encoderModelFor, listCheckpoints, pruneCheckpoints, readRunCheckpoint, type CheckpointMeta } from './checkpoints.js';
@@ -151,7 +152,7 @@ export async function pretrain(args: { outDir: string; config?: PretrainConfig; 
       };
       await writeFileAtomic(configPath, `${JSON.stringify(record, null, 2)}\n`);
       await writeFileAtomic(metricsPath, '');
-      hooks.log(`run ${outDir}: ${source.name}, ${source.length} images, ${config.epochs} epoch${config.epochs === 1 ? '' : 's'} × ${stepsPerEpoch} steps of ${config.batchSize}; backend ${args.backend}`);
+      hooks.log(`run ${args.outDir}: ${source.name}, ${source.length} images, ${config.epochs} epoch${config.epochs === 1 ? '' : 's'} × ${stepsPerEpoch} steps of ${config.batchSize}; backend ${args.backend}`);
     }
 
     // The newest checkpoint on disk: the one resumed from, until this process writes one.
@@ -197,7 +198,7 @@ export async function pretrain(args: { outDir: string; config?: PretrainConfig; 
         if (!Number.isFinite(r.loss)) {
           throw new ByolError(
             'TRAINING_DIVERGED',
-            `loss became ${r.loss} at step ${r.step} (epoch ${epoch + 1}); stopped. ${lastCheckpoint ? `${lastCheckpoint} is the last good checkpoint` : 'No checkpoint was written yet'}; lower --lr or raise --warmup-epochs`,
+            `loss became ${r.loss} at step ${r.step} (epoch ${epoch + 1}); stopped. ${lastCheckpoint ? `${shownPath(lastCheckpoint)} is the last good checkpoint` : 'No checkpoint was written yet'}; lower --lr or raise --warmup-epochs`,
           );
         }
         step = r.step;
