@@ -244,7 +244,7 @@ test('the fused native EMA update matches the reference; τ = 1 and τ = 0 stay 
   const E = reference.ema;
   await useBackend('native');
   try {
-    assert.ok(tf.getKernel('ByolEmaUpdate', 'native'), 'the fused kernel is registered');
+    assert.ok(tf.getKernel('ByolEmaUpdate', 'native') && tf.getKernel('ByolEmaUpdateAll', 'native'), 'the fused kernels are registered');
     const target = E.target.map((a: { shape: number[]; data: number[] }) => tf.variable(tensorOf(a)));
     const online = E.online.map((a: { shape: number[]; data: number[] }) => tf.variable(tensorOf(a)));
     emaUpdate(target, online, E.tau);
@@ -255,6 +255,26 @@ test('the fused native EMA update matches the reference; τ = 1 and τ = 0 stay 
     emaUpdate(target, online, 0);
     target.forEach((v: tf.Variable, i: number) => assert.deepEqual(Array.from(v.dataSync()), Array.from(online[i].dataSync())));
     tf.dispose([...target, ...online]);
+  } finally {
+    await useBackend('cpu');
+  }
+  // All weights in one call: sizes that split across threads mid-weight, and one weight of no values.
+  const sizes = [5, 40_000, 3, 0, 70_001, 1];
+  const run = async (backend: 'cpu' | 'native') => {
+    await useBackend(backend);
+    const target = sizes.map((n, i) => tf.variable(rand([n], 60 + i)));
+    const online = sizes.map((n, i) => tf.variable(rand([n], 70 + i)));
+    const before = tf.memory().numTensors;
+    emaUpdate(target, online, 0.9961);
+    assert.equal(tf.memory().numTensors, before, `${backend}: no tensor left`);
+    const out = target.map((v) => Array.from(v.dataSync()));
+    tf.dispose([...target, ...online]);
+    return out;
+  };
+  try {
+    const ref = await run('cpu');
+    const got = await run('native');
+    got.forEach((g, i) => relClose(g, ref[i]!, 1e-6, `weight ${i} (${sizes[i]} values)`));
   } finally {
     await useBackend('cpu');
   }

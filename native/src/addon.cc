@@ -713,6 +713,40 @@ Napi::Value EmaUpdate(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// emaUpdateAll(targets[], onlines[], outs[], tau): the EMA of every target weight in one call, all weights split
+// across the threads as one range (small weights would not pay for a parallel region each).
+Napi::Value EmaUpdateAll(const Napi::CallbackInfo& info) {
+  auto ts = info[0].As<Napi::Array>(), os = info[1].As<Napi::Array>(), outs = info[2].As<Napi::Array>();
+  const uint32_t m = ts.Length();
+  if (os.Length() != m || outs.Length() != m) throw Napi::RangeError::New(info.Env(), "emaUpdateAll: targets, onlines and outs differ in number");
+  std::vector<const float*> t(m), o(m);
+  std::vector<float*> out(m);
+  std::vector<int64_t> start(m + 1, 0);
+  for (uint32_t k = 0; k < m; k++) {
+    auto tk = ts.Get(k).As<Napi::Float32Array>();
+    const int64_t n = tk.ElementLength();
+    t[k] = tk.Data();
+    o[k] = Data(os.Get(k), n, "online");
+    out[k] = Data(outs.Get(k), n, "out");
+    start[k + 1] = start[k] + n;
+  }
+  const float tau = info[3].As<Napi::Number>().FloatValue();
+  const float rest = 1.f - tau;
+  const int64_t total = start[m];
+#pragma omp parallel if (total > 32768)
+  {
+    const int threads = omp_get_num_threads(), me = omp_get_thread_num();
+    const int64_t lo = total * me / threads, hi = total * (me + 1) / threads;
+    // The weights overlapping [lo, hi), each over its overlap.
+    uint32_t k = uint32_t(std::upper_bound(start.begin(), start.end(), lo) - start.begin()) - 1;
+    for (; k < m && start[k] < hi; k++) {
+      const int64_t a = std::max(lo, start[k]) - start[k], b = std::min(hi, start[k + 1]) - start[k];
+      for (int64_t i = a; i < b; i++) out[k][i] = tau * t[k][i] + rest * o[k][i];
+    }
+  }
+  return info.Env().Undefined();
+}
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   omp_set_num_threads(info[0].As<Napi::Number>().Int32Value());
   return info.Env().Undefined();
@@ -772,6 +806,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unary", Napi::Function::New(env, Guard<Unary>));
   exports.Set("reduceMiddle", Napi::Function::New(env, Guard<ReduceMiddle>));
   exports.Set("binaryMiddle", Napi::Function::New(env, Guard<BinaryMiddle>));
+  exports.Set("emaUpdateAll", Napi::Function::New(env, Guard<EmaUpdateAll>));
   exports.Set("maxPool", Napi::Function::New(env, Guard<MaxPool>));
   exports.Set("maxPoolGrad", Napi::Function::New(env, Guard<MaxPoolGrad>));
   exports.Set("channelAffine", Napi::Function::New(env, Guard<ChannelAffine>));

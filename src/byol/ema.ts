@@ -3,6 +3,11 @@ import { ByolError } from '../errors.js';
 
 /** Kernel name of a fused EMA step a backend may register (inputs target, online; attr tau; output the new target). */
 export const FUSED_EMA_KERNEL = 'ByolEmaUpdate';
+/**
+ * Kernel name of the EMA of every weight in one call a backend may register: inputs target0, online0, target1, …;
+ * attr tau; outputs the new targets in order.
+ */
+export const FUSED_EMA_ALL_KERNEL = 'ByolEmaUpdateAll';
 
 /**
  * The target update after each optimizer step (paper eq. 1): ξ ← τ·ξ + (1 − τ)·θ, pairwise over
@@ -12,7 +17,21 @@ export const FUSED_EMA_KERNEL = 'ByolEmaUpdate';
 export function emaUpdate(target: readonly tf.Variable[], online: readonly tf.Variable[], tau: number): void {
   assertPaired(target, online);
   if (tau === 1) return;
-  // A backend may bring the update as one kernel (the native backend does: one pass instead of three).
+  // A backend may bring the update as one kernel for all weights, or one per weight (the native backend has both:
+  // one pass instead of three, and one call instead of one per weight).
+  const all = tau !== 0 && target.length > 0 && tf.getKernel(FUSED_EMA_ALL_KERNEL, tf.getBackend()) !== undefined && target.every((t) => t.dtype === 'float32');
+  if (all) {
+    tf.tidy(() => {
+      const inputs: Record<string, tf.Tensor> = {};
+      target.forEach((t, i) => {
+        inputs[`target${i}`] = t;
+        inputs[`online${i}`] = online[i]!;
+      });
+      const out = tf.engine().runKernel(FUSED_EMA_ALL_KERNEL, inputs, { tau }) as tf.Tensor | tf.Tensor[];
+      (Array.isArray(out) ? out : [out]).forEach((v, i) => target[i]!.assign(v));
+    });
+    return;
+  }
   const fused = tau !== 0 && tf.getKernel(FUSED_EMA_KERNEL, tf.getBackend()) !== undefined;
   tf.tidy(() => {
     for (let i = 0; i < target.length; i++) {

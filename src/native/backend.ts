@@ -8,7 +8,7 @@ import { totalmem } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { FUSED_LARS_KERNEL } from '../train/optimizer.js';
-import { FUSED_EMA_KERNEL } from '../byol/ema.js';
+import { FUSED_EMA_ALL_KERNEL, FUSED_EMA_KERNEL } from '../byol/ema.js';
 import { FUSED_BN_GRAD_KERNEL, FUSED_BN_TRAIN_KERNEL } from '../nets/batchnorm.js';
 import { BufferPool } from './pool.js';
 
@@ -24,6 +24,7 @@ interface Addon {
   binaryMiddle(op: number, full: Float32Array, small: Float32Array, out: Float32Array, fullFirst: boolean, mid: number, inner: number): void;
   larsUpdate(p: Float32Array, g: Float32Array, mu: Float32Array, newP: Float32Array, newMu: Float32Array, lr: number, weightDecay: number, momentum: number, eta: number, adapt: boolean): void;
   emaUpdate(target: Float32Array, online: Float32Array, out: Float32Array, tau: number): void;
+  emaUpdateAll(targets: Float32Array[], onlines: Float32Array[], outs: Float32Array[], tau: number): void;
   channelAffine(x: Float32Array, scale: Float32Array, shift: Float32Array, out: Float32Array): void;
   maxPool(x: Float32Array, y: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
   maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
@@ -330,6 +331,23 @@ function registerKernels(a: Addon): void {
     const out = uninit(tf.util.sizeFromShape(target!.shape));
     a.emaUpdate(values(backend, target!), values(backend, online!), out, (args.attrs as unknown as { tau: number }).tau);
     return backend.makeTensorInfo(target!.shape, 'float32', out);
+  });
+
+  // The EMA of every target weight in one call (inputs target0, online0, …): one kernel dispatch instead of one per
+  // weight. Shapes are checked by the caller (byol/ema.ts).
+  reg(FUSED_EMA_ALL_KERNEL, (args) => {
+    const backend = args.backend as MathBackendCPU;
+    const inputs = args.inputs as Record<string, Info>;
+    const count = Object.keys(inputs).length / 2;
+    const targets: Info[] = [];
+    const onlines: Info[] = [];
+    for (let i = 0; i < count; i++) {
+      targets.push(inputs[`target${i}`]!);
+      onlines.push(inputs[`online${i}`]!);
+    }
+    const outs = targets.map((t) => uninit(tf.util.sizeFromShape(t.shape)));
+    a.emaUpdateAll(targets.map((t) => values(backend, t)), onlines.map((o) => values(backend, o)), outs, (args.attrs as unknown as { tau: number }).tau);
+    return targets.map((t, i) => backend.makeTensorInfo(t.shape, 'float32', outs[i]!));
   });
 
   reg('MaxPool', (args) => {
