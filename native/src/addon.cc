@@ -499,8 +499,8 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
 
 // maxPoolGrad(dy, x, dx, xShape[4], yShape[4], window[2], strides[2], padTopLeft[2]): routes each dy to the first
 // maximum of its window in x (strictly greater, as tfjs's cpu kernel: a window of NaN or −∞ passes nothing), NHWC;
-// channels vectorized, one image per thread at a time (the
-// windows of one image may overlap, those of different images never do).
+// channels vectorized, one image per thread at a time (the windows of one image may overlap, those of different
+// images never do).
 Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
   PoolGeom g = ReadPool(info, 3);
   const float* dy = Data(info[0], Prod(g.ys), "dy");

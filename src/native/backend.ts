@@ -138,6 +138,11 @@ function cpuOnNative(kernelFunc: tf.KernelFunc): tf.KernelFunc {
 
 type Info = tf.TensorInfo;
 
+/** The cpu backend's own kernel `name` on native storage: for inputs or shapes the native kernels do not take. */
+function fallback(name: string, args: Parameters<tf.KernelFunc>[0]): Info {
+  return cpuOnNative(tf.getKernel(name, 'cpu')!.kernelFunc)(args) as Info;
+}
+
 /**
  * An output array that the kernel overwrites entirely: from the pool of disposed outputs, or fresh without V8's zero
  * fill (a fresh multi-megabyte output otherwise costs a full extra pass, its page faults and later a GC).
@@ -176,8 +181,6 @@ function biasActivation(out: Float32Array, bias: Float32Array | null, activation
 }
 
 function registerKernels(a: Addon): void {
-  const cpuKernel = (name: string) => tf.getKernel(name, 'cpu')!;
-  const fallback = (name: string, args: Parameters<tf.KernelFunc>[0]) => cpuOnNative(cpuKernel(name).kernelFunc)(args) as Info;
   const reg = (kernelName: string, kernelFunc: tf.KernelFunc) => {
     if (tf.getKernel(kernelName, 'native')) tf.unregisterKernel(kernelName, 'native');
     tf.registerKernel({ kernelName, backendName: 'native', kernelFunc });
@@ -409,7 +412,6 @@ export function middlePattern(small: readonly number[], out: readonly number[]):
 }
 
 function registerElementwise(a: Addon): void {
-  const cpuKernel = (name: string) => ({ kernelFunc: cpuOnNative(tf.getKernel(name, 'cpu')!.kernelFunc) });
   const reg = (kernelName: string, kernelFunc: tf.KernelFunc) => {
     if (tf.getKernel(kernelName, 'native')) tf.unregisterKernel(kernelName, 'native');
     tf.registerKernel({ kernelName, backendName: 'native', kernelFunc });
@@ -420,7 +422,7 @@ function registerElementwise(a: Addon): void {
       const backend = args.backend as MathBackendCPU;
       const A = args.inputs['a']!;
       const B = args.inputs['b']!;
-      if (A.dtype !== 'float32' || B.dtype !== 'float32') return cpuKernel(name).kernelFunc(args) as Info;
+      if (A.dtype !== 'float32' || B.dtype !== 'float32') return fallback(name, args);
       const outShape = tf.backend_util.assertAndGetBroadcastShape(A.shape, B.shape);
       const n = tf.util.sizeFromShape(outShape);
       let mode = -1;
@@ -442,7 +444,7 @@ function registerElementwise(a: Addon): void {
           return backend.makeTensorInfo(outShape, 'float32', out);
         }
       }
-      if (mode < 0 || n === 0 || inner === 0) return cpuKernel(name).kernelFunc(args) as Info;
+      if (mode < 0 || n === 0 || inner === 0) return fallback(name, args);
       const out = uninit(n);
       a.binary(op, values(backend, A), values(backend, B), out, mode, inner);
       return backend.makeTensorInfo(outShape, 'float32', out);
@@ -453,7 +455,7 @@ function registerElementwise(a: Addon): void {
     reg(name, (args) => {
       const backend = args.backend as MathBackendCPU;
       const x = args.inputs['x']!;
-      if (x.dtype !== 'float32') return cpuKernel(name).kernelFunc(args) as Info;
+      if (x.dtype !== 'float32') return fallback(name, args);
       const out = uninit(tf.util.sizeFromShape(x.shape));
       a.unary(op, values(backend, x), out, Number((args.attrs as Record<string, unknown> | undefined)?.['alpha'] ?? 0));
       return backend.makeTensorInfo(x.shape, 'float32', out);
@@ -464,7 +466,7 @@ function registerElementwise(a: Addon): void {
     const backend = args.backend as MathBackendCPU;
     const x = args.inputs['x']!;
     const reps = (args.attrs as unknown as { reps: number[] }).reps;
-    if (x.dtype !== 'float32' || x.shape.length === 0) return cpuKernel('Tile').kernelFunc(args) as Info;
+    if (x.dtype !== 'float32' || x.shape.length === 0) return fallback('Tile', args);
     const shape = x.shape;
     const outShape = shape.map((d, i) => d * reps[i]!);
     const src = values(backend, x);
@@ -500,7 +502,7 @@ function registerElementwise(a: Addon): void {
       const axes = tf.util.parseAxisParam(attrs[axisAttr] as number | number[], x.shape).sort((p, q) => p - q);
       const contiguous = axes.every((v, i) => v === axes[0]! + i);
       const n = tf.util.sizeFromShape(x.shape);
-      if (x.dtype !== 'float32' || axes.length === 0 || n === 0 || !contiguous) return cpuKernel(name).kernelFunc(args) as Info;
+      if (x.dtype !== 'float32' || axes.length === 0 || n === 0 || !contiguous) return fallback(name, args);
       const reduced = tf.util.sizeFromShape(axes.map((i) => x.shape[i]!));
       const kept = n / reduced;
       const outShape = keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));

@@ -152,7 +152,7 @@ export async function pretrain(args: { outDir: string; config?: PretrainConfig; 
       };
       await writeFileAtomic(configPath, `${JSON.stringify(record, null, 2)}\n`);
       await writeFileAtomic(metricsPath, '');
-      hooks.log(`run ${args.outDir}: ${source.name}, ${source.length} images, ${config.epochs} epoch${config.epochs === 1 ? '' : 's'} × ${stepsPerEpoch} steps of ${config.batchSize}; backend ${args.backend}`);
+      hooks.log(`run ${shownPath(outDir)}: ${source.name}, ${source.length} images, ${config.epochs} epoch${config.epochs === 1 ? '' : 's'} × ${stepsPerEpoch} steps of ${config.batchSize}; backend ${args.backend}`);
     }
 
     // The newest checkpoint on disk: the one resumed from, until this process writes one.
