@@ -2,14 +2,16 @@
  * Writes a PNG grid that shows what BYOL's two augmentations do: one row per image, the image itself, then
  * 8 pairs of views (T, T′).
  *
- *   npm run build && node dist/examples/views-grid.js [--out docs/views-grid.png] [--preset imagenet|cifar|grey]
+ *   npm run build && node dist/examples/views-grid.js [--out FILE.png] [--preset imagenet|cifar|grey]
  *       [--cifar DIR] [--fashion] [--images 4] [--pairs 8] [--seed 0]
  *
- * Without a data option it draws synthetic scenes (what docs/views-grid.png shows, so that no dataset is
- * copied into the repository); `--cifar ../shared/datasets/cifar10` uses CIFAR-10 test images, `--fashion`
- * Debian's Fashion-MNIST.
+ * It writes to the system's temporary folder unless --out names a file (docs/views-grid.png was made with
+ * `--out docs/views-grid.png`; a plain run never touches the repository's files). Without a data option it draws
+ * synthetic scenes (what docs/views-grid.png shows, so that no dataset is copied into the repository);
+ * `--cifar ../shared/datasets/cifar10` uses CIFAR-10 test images, `--fashion` Debian's Fashion-MNIST.
  */
 import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng, ViewSampler, type ViewPresetName } from '../src/index.js';
@@ -22,7 +24,7 @@ const flag = (name: string, fallback: string) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
 };
-const out = flag('out', 'docs/views-grid.png');
+const out = flag('out', join(tmpdir(), 'byol-views-grid.png'));
 const count = Number(flag('images', '4'));
 const pairs = Number(flag('pairs', '8'));
 const seed = Number(flag('seed', '0'));

@@ -19,7 +19,19 @@ export type ByolErrorCode =
   /** A downloaded file's checksum is not the published one. `option` names the file. */
   | 'CHECKSUM_MISMATCH'
   /** Training produced a NaN or infinite loss or weights; the run stopped without overwriting a good checkpoint. */
-  | 'TRAINING_DIVERGED';
+  | 'TRAINING_DIVERGED'
+  /**
+   * An output location holds files byol did not write (a folder that is not empty, a file of the same name): nothing
+   * was written. `option` names the path.
+   */
+  | 'OUTPUT_EXISTS'
+  /**
+   * An output could not be written: a read-only or full file system, no permission, a path through a file, a
+   * pseudo file system such as /proc. `option` names the path; what was there before is intact.
+   */
+  | 'WRITE_FAILED'
+  /** A run folder is in use by a live `byol pretrain` process (its lock file names it). `option` names the folder. */
+  | 'RUN_IN_USE';
 
 export class ByolError extends Error {
   override readonly name = 'ByolError';

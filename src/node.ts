@@ -4,6 +4,7 @@
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { ByolError } from './errors.js';
 import { installWasmFastPaths, silenceCpuBanner } from './backend.js';
@@ -45,15 +46,28 @@ export async function useBackend(name: NodeBackendName, threads = cpus().length)
 }
 
 export { batches, epochOrder, batchCount, checkRecordSize, type ImageBatch, type ImageSource, type BatchOptions } from './data/source.js';
-export { cifar10, cifar100, stl10, CIFAR10_CLASSES, type Split, type Stl10Split } from './data/binary.js';
+export { cifar10, cifar100, stl10, CIFAR10_CLASSES, type Split, type Stl10Split, type BinaryDatasetOptions } from './data/binary.js';
 export { idxSource, FASHION_MNIST_CLASSES } from './data/idx-source.js';
-export { imageFolder, IMAGE_EXTENSIONS, type FolderOptions, type FolderSource, type SkippedFile } from './data/folder.js';
+export { imageFolder, isHeldOut, splitFolders, IMAGE_EXTENSIONS, type FolderOptions, type FolderSource, type SkippedFile } from './data/folder.js';
 export { download, downloadDataset, extractTarGz, DATASET_FILES, type DownloadOptions, type DatasetFile } from './data/download.js';
 export { parseDatasetSpec, openDataset, DATASET_KINDS, type DatasetSpec, type DatasetKind, type DatasetSplit, type OpenDatasetOptions } from './data/spec.js';
 
+/**
+ * The command that builds the native addon for the byol installed at `packageRoot`: `npm rebuild byol` where byol is
+ * a dependency (under node_modules), else — a git clone, where `npm rebuild` builds only the dependencies —
+ * `npm run install` in that folder (byol's own install script).
+ */
+export function nativeRebuildCommand(packageRoot: string): string {
+  return packageRoot.split(/[\\/]/).includes('node_modules') ? 'npm rebuild byol' : `npm run install (in ${packageRoot})`;
+}
+
+/** This byol's folder: dist/src/node.js lies two folders below it. */
+const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
 /** How to get native speed, for messages. */
 export const NATIVE_HINT =
-  'install oneDNN (Debian/Ubuntu: apt-get install libdnnl-dev; Homebrew: brew install onednn; conda: conda install -c conda-forge onednn) and run npm rebuild byol';
+  'install oneDNN (Debian/Ubuntu: apt-get install libdnnl-dev; Homebrew: brew install onednn; conda: conda install -c conda-forge onednn) and run ' +
+  nativeRebuildCommand(PACKAGE_ROOT);
 
 /**
  * The fastest backend available: `native` when the addon is built, else `wasm` with a one-line notice on stderr.
@@ -69,10 +83,14 @@ export async function useFastestBackend(log: (line: string) => void = (l) => con
 }
 export { registerNativeBackend, loadNativeAddon, nativeLoadError, NativeBackend, releaseNativeMemory, setNativePrecision, type NativePrecision } from './native/backend.js';
 export { saveCheckpoint, loadCheckpoint } from './io/checkpoint.js';
-export { saveLayersModelDir, loadLayersModelDir } from './io/model-dir.js';
+export { saveLayersModelDir, loadLayersModelDir, type SaveModelOptions } from './io/model-dir.js';
 export { encodeNpy } from './io/npy.js';
-export { PRETRAIN_DEFAULTS, resolvePretrainConfig, learnerOptions, runViews, type PretrainConfig } from './run/config.js';
-export { pretrain, knnOf, type PretrainHooks, type PretrainResult, type MetricsRecord } from './run/pretrain.js';
-export { learnerFromCheckpoint, randomLearnerLike, listCheckpoints, resolveCheckpointPath, readRunCheckpoint, type CheckpointMeta } from './run/checkpoints.js';
+export { PRETRAIN_DEFAULTS, RESUME_CHANGES, resolvePretrainConfig, learnerOptions, runViews, describeBackend, type PretrainConfig, type ResumeChange, type BackendRecord } from './run/config.js';
+export { pretrain, knnOf, readRunRecord, lastBackendOf, RUN_FILES, type PretrainArgs, type PretrainHooks, type PretrainResult, type MetricsRecord, type RunRecord, type ResumeRecord } from './run/pretrain.js';
+export { learnerFromCheckpoint, randomLearnerLike, listCheckpoints, readNewestCheckpoint, resolveCheckpointPath, readRunCheckpoint, type CheckpointMeta } from './run/checkpoints.js';
+export { RunLock, runLockHolder, LOCK_FILE, type LockInfo } from './run/lock.js';
+export { openRunData, openEvalSets, folderOptionsOf, type RunData, type EvalSets } from './run/data.js';
+export { OutputDir, claimOutputFile, outputKindOf, OUTPUT_MARKER, type OutputKind, type ClaimOptions } from './io/output.js';
+export { ensureDir } from './io/fs.js';
 export { encodeSource, evalInputOf, featureTensor, measureFeatures, type EncodedSet, type EvalInput, type LabelledFeatures } from './run/features.js';
-export { writePlots, readMetrics, lineChartSvg, runSeries, type Series } from './run/plot.js';
+export { writePlots, readMetrics, lineChartSvg, runSeries, tickStep, niceTicks, formatTick, type Series } from './run/plot.js';

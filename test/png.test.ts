@@ -72,3 +72,22 @@ test('the views-grid example writes a PNG grid of the right size', async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the views-grid example writes to the temporary folder unless told where: the repository\'s docs/views-grid.png is never overwritten', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  const dir = mkdtempSync(join(tmpdir(), 'byol-grid-'));
+  try {
+    mkdirSync(join(dir, 'docs'));
+    writeFileSync(join(dir, 'docs', 'views-grid.png'), 'the committed picture');
+    const script = fileURLToPath(new URL('../examples/views-grid.js', import.meta.url));
+    const r = spawnSync(process.execPath, [script, '--images', '1', '--pairs', '1', '--preset', 'cifar'], { cwd: dir, encoding: 'utf8', timeout: 60_000, env: { ...process.env, TMPDIR: dir } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(readFileSync(join(dir, 'docs', 'views-grid.png'), 'utf8'), 'the committed picture');
+    assert.match(r.stdout, new RegExp(`^wrote ${join(dir, 'byol-views-grid.png').replace(/[.]/g, '\\.')}:`));
+    assert.deepEqual(Array.from(readFileSync(join(dir, 'byol-views-grid.png')).subarray(1, 4)), [0x50, 0x4e, 0x47]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,7 +1,6 @@
 /**
  * The `byol` commands: each parses its flags, resolves options and calls the library (src/run, src/eval, src/io).
  */
-import { writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { extname, join } from 'node:path';
 import { openDataset, parseDatasetSpec } from '../data/spec.js';
@@ -11,13 +10,16 @@ import { linearProbe } from '../eval/linear.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { saveLayersModelDir } from '../io/model-dir.js';
 import { encodeNpy } from '../io/npy.js';
+import { claimOutputFile } from '../io/output.js';
 import { shownPath } from '../io/paths.js';
-import { setNativePrecision, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
-import { PRETRAIN_DEFAULTS, resolvePretrainConfig, runViews, type PretrainConfig } from '../run/config.js';
-import { learnerFromCheckpoint, randomLearnerLike, resolveCheckpointPath } from '../run/checkpoints.js';
+import { nativeLoadError, NATIVE_HINT, setNativePrecision, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
+import { PRETRAIN_DEFAULTS, resolvePretrainConfig, runViews, type BackendRecord, type PretrainConfig, type ResumeChange } from '../run/config.js';
+import { learnerFromCheckpoint, randomLearnerLike } from '../run/checkpoints.js';
+import { folderOptionsOf, openEvalSets } from '../run/data.js';
 import { encodeSource, evalInputOf, measureFeatures } from '../run/features.js';
 import { writePlots } from '../run/plot.js';
-import { pretrain } from '../run/pretrain.js';
+import { lastBackendOf, pretrain, readRunRecord } from '../run/pretrain.js';
+import { registerNativeBackend } from '../native/backend.js';
 import type { Byol } from '../byol/learner.js';
 import { parseArgs, type Command, type Flag, type FlagValue } from './args.js';
 import { Progress } from './progress.js';
@@ -35,18 +37,49 @@ const backendFlags: Flag[] = [
   { name: 'precision', type: 'string', arg: 'P', choices: ['fp32', 'bf16'], help: 'native: bf16 convolutions and matrix products, fp32 weights (default fp32)' },
 ];
 
-async function selectBackend(flags: Flags, io: Io): Promise<string> {
-  const name = (flags.get('backend') as string | undefined) ?? 'auto';
+const overwriteFlag: Flag = { name: 'overwrite', type: 'bool', help: 'write into a non-empty folder byol did not make, beside its files (none of them is replaced)' };
+
+/**
+ * Selects the backend the flags ask for; without --backend, `fallback` (a resumed run's own backend) or the fastest.
+ * Returns what was chosen, for the run's record.
+ */
+async function selectBackend(flags: Flags, io: Io, fallback: BackendRecord | null = null): Promise<{ backend: BackendRecord; note: string }> {
+  const asked = flags.get('backend') as string | undefined;
   const threads = (flags.get('threads') as number | undefined) ?? cpus().length;
-  const chosen = name === 'auto' ? await useFastestBackend(io.err) : (await useBackend(name as NodeBackendName, threads), name);
-  if (flags.get('precision') === 'bf16') {
-    if (chosen !== 'native' || !setNativePrecision('bf16')) {
-      throw new ByolError('INVALID_OPTION', `--precision bf16 needs the native backend on a CPU with AVX512-BF16 or AMX (backend: ${chosen})`, 'precision');
+  let name: BackendRecord['name'];
+  let note = '';
+  if (asked === undefined && fallback) {
+    if (fallback.name === 'native' && !registerNativeBackend(threads)) {
+      throw new ByolError(
+        'INVALID_OPTION',
+        `this run trained on the native backend, which is not available here (${nativeLoadError()}); ${NATIVE_HINT}, or continue on another backend with --backend wasm or --backend cpu`,
+        'backend',
+      );
     }
-    return `${chosen} (bf16)`;
+    await useBackend(fallback.name, threads);
+    name = fallback.name;
+    note = "the run's; --backend to change";
+  } else if (asked === undefined || asked === 'auto') {
+    name = await useFastestBackend(io.err);
+  } else {
+    await useBackend(asked as NodeBackendName, threads);
+    name = asked as BackendRecord['name'];
   }
-  return chosen;
+  const precision = (flags.get('precision') as 'fp32' | 'bf16' | undefined) ?? (asked === undefined && fallback?.name === name ? fallback.precision : 'fp32');
+  if (precision === 'bf16') {
+    if (name !== 'native' || !setNativePrecision('bf16')) {
+      throw new ByolError('INVALID_OPTION', `--precision bf16 needs the native backend on a CPU with AVX512-BF16 or AMX (backend: ${name})`, 'precision');
+    }
+  } else if (name === 'native') setNativePrecision('fp32');
+  return { backend: { name, precision }, note };
 }
+
+/** The image-folder flags of pretrain, eval and embed. */
+const folderFlags: Flag[] = [
+  { name: 'size', type: 'int', arg: 'N', min: 1, help: 'image folders: decode to N×N (default: 256 for --preset imagenet, else the views\' size)' },
+  { name: 'fit', type: 'string', arg: 'F', choices: ['cover', 'fill', 'contain'], help: 'image folders: cover (centre crop, default), fill (stretch) or contain (pad)' },
+  { name: 'skip-bad', type: 'bool', help: 'image folders: leave unreadable or corrupt files out, each reported (default: stop, naming the file)' },
+];
 
 // ---------------------------------------------------------------- pretrain
 
@@ -95,6 +128,9 @@ export const PRETRAIN: Command = {
     { name: 'knn-bank', type: 'int', arg: 'N', min: 1, help: `kNN bank: first N training images (default ${PRETRAIN_DEFAULTS.knnBank})` },
     { name: 'knn-test', type: 'int', arg: 'N', min: 1, help: `kNN queries: first N test images (default ${PRETRAIN_DEFAULTS.knnTest})` },
     { name: 'log-every', type: 'int', arg: 'N', min: 1, help: 'steps between progress lines when not on a terminal (default 20)' },
+    ...folderFlags,
+    { name: 'holdout', type: 'number', arg: 'X', min: 0, max: 0.99, help: 'labelled image folders: share held out of pretraining for kNN (default 0.1; 0: none, no kNN)' },
+    overwriteFlag,
     ...backendFlags,
   ],
   examples: [
@@ -102,7 +138,15 @@ export const PRETRAIN: Command = {
     'byol pretrain fashion-mnist --out runs/fashion --epochs 5 --batch 128 --projector-hidden 1024',
     'byol pretrain folder:photos --preset imagenet --encoder resnet50 --out runs/photos',
     'byol pretrain --resume runs/cifar',
+    'byol pretrain --resume runs/cifar --lr 0.1        # after a NaN: a lower learning rate, recorded in config.json',
   ],
+};
+
+/** Flags a resumed run may take: what changes neither the model nor the data order (recorded in config.json). */
+const RESUME_FLAGS: Readonly<Record<string, ResumeChange | null>> = {
+  resume: null, backend: null, threads: null, precision: null, 'log-every': null,
+  lr: 'lr', 'warmup-epochs': 'warmupEpochs', 'checkpoint-every': 'checkpointEvery', keep: 'keep',
+  'knn-every': 'knnEvery', 'knn-bank': 'knnBank', 'knn-test': 'knnTest', 'skip-bad': 'skipBad',
 };
 
 function pretrainConfigFrom(dataset: string, flags: Flags): PretrainConfig {
@@ -118,21 +162,29 @@ function pretrainConfigFrom(dataset: string, flags: Flags): PretrainConfig {
     ['projector-hidden', 'projectorHidden'], ['projector-out', 'projectorOut'], ['predictor-hidden', 'predictorHidden'],
     ['warmup-epochs', 'warmupEpochs'], ['ablation', 'ablation'], ['crop-scale', 'cropScale'], ['flip', 'flip'], ['limit', 'limit'],
     ['seed', 'seed'], ['checkpoint-every', 'checkpointEvery'], ['keep', 'keep'], ['knn-every', 'knnEvery'], ['knn-bank', 'knnBank'], ['knn-test', 'knnTest'],
+    ['size', 'imageSize'], ['fit', 'fit'], ['skip-bad', 'skipBad'], ['holdout', 'holdout'],
   ];
   for (const [flag, key] of map) if (flags.has(flag)) (partial as Record<string, unknown>)[key] = flags.get(flag);
   return resolvePretrainConfig(partial);
 }
 
-export async function runPretrain(argv: readonly string[], io: Io, stopRequested: () => boolean): Promise<number> {
+export async function runPretrain(argv: readonly string[], io: Io, stopRequested: () => boolean): Promise<'done' | 'stopped'> {
   const { flags, positionals } = parseArgs(PRETRAIN, argv);
   const resume = flags.get('resume') as string | undefined;
   let outDir: string;
   let config: PretrainConfig | undefined;
+  const changes: Partial<Record<ResumeChange, unknown>> = {};
+  let runBackend: BackendRecord | null = null;
   if (resume !== undefined) {
-    const allowed = new Set(['resume', 'backend', 'threads', 'precision', 'log-every']);
-    const extra = [...flags.keys()].find((k) => !allowed.has(k));
-    if (extra || positionals.length) throw new ByolError('INVALID_OPTION', `--resume continues a run with its saved config; drop ${extra ? `--${extra}` : `"${positionals[0]}"`}`, extra ?? 'dataset');
+    const extra = [...flags.keys()].find((k) => !(k in RESUME_FLAGS));
+    if (extra || positionals.length) {
+      const allowed = Object.keys(RESUME_FLAGS).filter((k) => RESUME_FLAGS[k]).map((k) => `--${k}`).join(', ');
+      throw new ByolError('INVALID_OPTION', `--resume continues a run with its saved config; drop ${extra ? `--${extra}` : `"${positionals[0]}"`} (a resume may change ${allowed})`, extra ?? 'dataset');
+    }
+    for (const [flag, key] of Object.entries(RESUME_FLAGS)) if (key && flags.has(flag)) changes[key] = flags.get(flag);
     outDir = resume;
+    const record = await readRunRecord(resume);
+    if (record) runBackend = lastBackendOf(record);
   } else {
     const out = flags.get('out') as string | undefined;
     if (positionals.length === 0) throw new ByolError('INVALID_OPTION', `\`byol pretrain\` needs a DATASET (usage: ${PRETRAIN.usage})`, 'dataset');
@@ -140,16 +192,24 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
     outDir = out;
     config = pretrainConfigFrom(positionals[0]!, flags);
   }
-  const backend = await selectBackend(flags, io);
+  const { backend, note } = await selectBackend(flags, io, runBackend);
   const progress = new Progress(io, (flags.get('log-every') as number | undefined) ?? 20);
   const result = await pretrain(
-    { outDir, ...(config ? { config } : {}), resume: resume !== undefined, backend },
+    {
+      outDir,
+      ...(config ? { config } : {}),
+      resume: resume !== undefined,
+      changes: changes as Partial<Pick<PretrainConfig, ResumeChange>>,
+      backend,
+      ...(note ? { backendNote: note } : {}),
+      ...(flags.get('overwrite') ? { overwrite: true } : {}),
+    },
     { log: (l) => progress.message(l), onStep: (r, info) => progress.step(r, info), shouldStop: stopRequested },
   );
   progress.end();
-  if (result.status === 'stopped') return 130;
+  if (result.status === 'stopped') return 'stopped';
   io.out(`done: ${result.step} steps; checkpoint ${result.checkpoint === null ? 'none' : shownPath(result.checkpoint)}${result.knn === null ? '' : `; kNN top-1 ${(100 * result.knn).toFixed(2)} %`}`);
-  return 0;
+  return 'done';
 }
 
 // ---------------------------------------------------------------- eval
@@ -162,8 +222,9 @@ export const EVAL: Command = {
   notes: [
     'knn: weighted kNN on l2-normalized features, k = 200, T = 0.1 (InstDisc, solo-learn). linear: features standardized,',
     'multinomial logistic regression (Adam, L2), top-1 and top-5. Train and test splits come from the run\'s dataset',
-    'unless --dataset names another (its @train / @test splits are used). --baseline random adds a randomly',
-    'initialized encoder of the same architecture.',
+    'unless --dataset names another (its @train / @test splits are used; an image folder\'s train/ and val/ sub-folders,',
+    'or its held-out part). --baseline random adds a randomly initialized encoder of the same architecture. A run being',
+    'trained is read safely: its newest complete checkpoint.',
   ].join('\n'),
   flags: [
     { name: 'dataset', type: 'string', arg: 'SPEC', help: 'labelled dataset (default: the run\'s)' },
@@ -173,24 +234,43 @@ export const EVAL: Command = {
     { name: 'k', type: 'int', arg: 'N', min: 1, help: 'kNN neighbours (default 200)' },
     { name: 'temperature', type: 'number', arg: 'T', min: 0, above: true, help: 'kNN temperature (default 0.1)' },
     { name: 'epochs', type: 'int', arg: 'N', min: 1, help: 'linear probe epochs (default 100)' },
+    { name: 'holdout', type: 'number', arg: 'X', min: 0, above: true, max: 0.99, help: 'image folders without train/ and val/: the held-out test share (default: the run\'s, else 0.1)' },
+    { name: 'fit', type: 'string', arg: 'F', choices: ['cover', 'fill', 'contain'], help: 'image folders: cover (default: the run\'s), fill or contain' },
+    { name: 'skip-bad', type: 'bool', help: 'image folders: leave unreadable files out, each reported' },
     { name: 'json', type: 'bool', help: 'print one JSON line' },
     ...backendFlags,
   ],
-  examples: ['byol eval knn runs/cifar --baseline random', 'byol eval linear runs/cifar/checkpoints/step-00019500.byol --epochs 50'],
+  examples: ['byol eval knn runs/cifar --baseline random', 'byol eval linear runs/cifar/checkpoints/step-00019500.byol --epochs 50', 'byol eval knn runs/photos --dataset folder:photos'],
 };
+
+/** A run's config with the folder flags of a reading command applied. */
+function withFolderFlags(config: PretrainConfig, flags: Flags): PretrainConfig {
+  const set: Partial<Record<keyof PretrainConfig, unknown>> = {};
+  if (flags.has('size')) set.imageSize = flags.get('size');
+  if (flags.has('fit')) set.fit = flags.get('fit');
+  if (flags.has('skip-bad')) set.skipBad = flags.get('skip-bad');
+  if (flags.has('holdout')) set.holdout = flags.get('holdout');
+  return { ...config, ...set } as PretrainConfig;
+}
 
 export async function runEval(argv: readonly string[], io: Io): Promise<number> {
   const { flags, positionals } = parseArgs(EVAL, argv);
   const method = positionals[0]!;
   if (method !== 'knn' && method !== 'linear') throw new ByolError('INVALID_OPTION', `byol eval takes knn or linear; got "${method}"`, 'method');
   await selectBackend(flags, io);
-  const path = await resolveCheckpointPath(positionals[1]!);
-  const { learner, meta } = await learnerFromCheckpoint(path);
-  const spec = parseDatasetSpec((flags.get('dataset') as string | undefined) ?? meta.config.dataset);
-  if (spec.kind === 'folder') throw new ByolError('INVALID_OPTION', 'evaluation needs a dataset with train and test splits; pass --dataset', 'dataset');
-  const trainSet = await openDataset({ ...spec, split: 'train' });
-  const testSet = await openDataset({ ...spec, split: 'test' });
-  const input = evalInputOf(runViews(meta.config));
+  const { learner, meta, path } = await learnerFromCheckpoint(positionals[1]!);
+  let sets;
+  const config = withFolderFlags(meta.config, flags);
+  const views = runViews(meta.config);
+  try {
+    const spec = parseDatasetSpec((flags.get('dataset') as string | undefined) ?? meta.config.dataset);
+    sets = await openEvalSets({ ...spec, split: null }, config, views);
+  } catch (e) {
+    learner.dispose();
+    throw e;
+  }
+  const { bank: trainSet, test: testSet } = sets;
+  const input = evalInputOf(views);
   const nTrain = (flags.get('train') as number | undefined) ?? trainSet.length;
   const nTest = (flags.get('test') as number | undefined) ?? testSet.length;
   const evaluate = (l: Byol) =>
@@ -204,21 +284,25 @@ export async function runEval(argv: readonly string[], io: Io): Promise<number> 
     });
   const rows: { encoder: string; top1: number; top5?: number }[] = [];
   try {
-    rows.push({ encoder: `BYOL (step ${meta.step})`, ...(await evaluate(learner)) });
-  } finally {
-    learner.dispose();
-  }
-  if (flags.get('baseline') === 'random') {
-    const random = await randomLearnerLike(meta);
     try {
-      rows.push({ encoder: 'random init', ...(await evaluate(random)) });
+      rows.push({ encoder: `BYOL (step ${meta.step})`, ...(await evaluate(learner)) });
     } finally {
-      random.dispose();
+      learner.dispose();
     }
+    if (flags.get('baseline') === 'random') {
+      const random = await randomLearnerLike(meta);
+      try {
+        rows.push({ encoder: 'random init', ...(await evaluate(random)) });
+      } finally {
+        random.dispose();
+      }
+    }
+  } finally {
+    await Promise.all([trainSet.close(), testSet.close()]);
   }
-  await Promise.all([trainSet.close(), testSet.close()]);
-  const what = `${method === 'knn' ? 'kNN' : 'linear probe'} on ${trainSet.name} (${Math.min(nTrain, trainSet.length)}) → ${testSet.name} (${Math.min(nTest, testSet.length)}), ${path}`;
-  if (flags.get('json')) io.out(JSON.stringify({ method, checkpoint: path, dataset: spec, train: Math.min(nTrain, trainSet.length), test: Math.min(nTest, testSet.length), results: rows }));
+  const shown = shownPath(path);
+  const what = `${method === 'knn' ? 'kNN' : 'linear probe'} on ${trainSet.name} (${Math.min(nTrain, trainSet.length)}) → ${testSet.name} (${Math.min(nTest, testSet.length)}), ${shown}`;
+  if (flags.get('json')) io.out(JSON.stringify({ method, checkpoint: path, dataset: trainSet.name.replace(/@train$/, ''), train: Math.min(nTrain, trainSet.length), test: Math.min(nTest, testSet.length), results: rows }));
   else {
     io.out(what);
     for (const r of rows) io.out(`  ${r.encoder.padEnd(20)} top-1 ${(100 * r.top1).toFixed(2).padStart(6)} %${r.top5 === undefined ? '' : `   top-5 ${(100 * r.top5).toFixed(2).padStart(6)} %`}`);
@@ -233,10 +317,12 @@ export const EMBED: Command = {
   summary: 'write the encoder\'s embeddings of a dataset (.npy + .jsonl of ids, or one .jsonl)',
   usage: 'byol embed CHECKPOINT|RUN DATASET --out FILE.npy|FILE.jsonl [options]',
   positionals: [{ name: 'CHECKPOINT' }, { name: 'DATASET' }],
-  notes: 'FILE.npy: float32 [N, D] plus FILE.jsonl with {index, id, label} per row. FILE.jsonl: {id, label, embedding} per line.',
+  notes: 'FILE.npy: float32 [N, D] plus FILE.jsonl with {index, id, label} per row. FILE.jsonl: {id, label, embedding} per line.\nAn existing file is replaced only with --overwrite (atomically).',
   flags: [
     { name: 'out', type: 'string', arg: 'FILE', help: 'output file (.npy or .jsonl)' },
     { name: 'limit', type: 'int', arg: 'N', min: 1, help: 'first N images only' },
+    { name: 'overwrite', type: 'bool', help: 'replace existing output files' },
+    ...folderFlags,
     ...backendFlags,
   ],
   examples: ['byol embed runs/cifar cifar10:data/cifar10@test --out cifar-test.npy', 'byol embed runs/photos folder:photos --out photos.jsonl'],
@@ -248,23 +334,32 @@ export async function runEmbed(argv: readonly string[], io: Io): Promise<number>
   if (!out) throw new ByolError('INVALID_OPTION', '`byol embed` needs --out FILE.npy or FILE.jsonl', 'out');
   const ext = extname(out);
   if (ext !== '.npy' && ext !== '.jsonl') throw new ByolError('INVALID_OPTION', `--out must end in .npy or .jsonl; got "${out}"`, 'out');
-  const source = await openDataset(positionals[1]!);
+  const side = ext === '.npy' ? `${out.slice(0, -4)}.jsonl` : null;
+  // Refuse an existing output before any work.
+  const overwrite = flags.get('overwrite') === true;
+  await claimOutputFile(out, overwrite);
+  if (side) await claimOutputFile(side, overwrite);
+  const spec = parseDatasetSpec(positionals[1]!);
   await selectBackend(flags, io);
-  const path = await resolveCheckpointPath(positionals[0]!);
-  const { learner, meta } = await learnerFromCheckpoint(path);
+  const { learner, meta } = await learnerFromCheckpoint(positionals[0]!);
+  const views = runViews(meta.config);
   let set;
   try {
-    set = await encodeSource(source, (flags.get('limit') as number | undefined) ?? source.length, evalInputOf(runViews(meta.config)), (x) => learner.embed(x));
+    const folder = { ...folderOptionsOf(withFolderFlags(meta.config, flags), views, !flags.has('size')), onSkip: (f: { path: string; reason: string }) => io.err(`byol: skipped ${f.path}: ${f.reason}`) };
+    const source = await openDataset(spec, { folder });
+    try {
+      set = await encodeSource(source, (flags.get('limit') as number | undefined) ?? source.length, evalInputOf(views), (x) => learner.embed(x));
+    } finally {
+      await source.close();
+    }
   } finally {
     learner.dispose();
-    await source.close();
   }
   const n = set.ids.length;
   const d = set.featureDim;
   const rowOf = (i: number) => ({ index: i, id: set.ids[i]!, label: set.labels ? set.labels[i]! : null });
-  if (ext === '.npy') {
+  if (side) {
     await writeFileAtomic(out, encodeNpy(set.features, [n, d]));
-    const side = `${out.slice(0, -4)}.jsonl`;
     await writeFileAtomic(side, set.ids.map((_, i) => `${JSON.stringify(rowOf(i))}\n`).join(''));
     io.out(`wrote ${n} × ${d} embeddings to ${out} and their ids to ${side}`);
   } else {
@@ -280,11 +375,16 @@ export async function runEmbed(argv: readonly string[], io: Io): Promise<number>
 
 export const EXPORT: Command = {
   name: 'export',
-  summary: 'export the online encoder as a tfjs LayersModel folder (model.json + weights.bin)',
+  summary: 'export the online encoder as a tfjs LayersModel folder (model.json + weights)',
   usage: 'byol export CHECKPOINT|RUN --out DIR',
   positionals: [{ name: 'CHECKPOINT' }],
-  notes: 'The folder loads with tf.loadLayersModel (http://…/model.json in a browser, file://… with tfjs-node). Input: images\nnormalized as in pretraining (see DIR/byol.json); output: the features.',
-  flags: [{ name: 'out', type: 'string', arg: 'DIR', help: 'output folder (replaced atomically)' }, ...backendFlags],
+  notes: [
+    'The folder loads with tf.loadLayersModel (http://…/model.json in a browser, file://… with tfjs-node). Input: images',
+    'normalized as in pretraining (see DIR/byol.json); output: the features. DIR must be new, empty, or an earlier',
+    'export (whose files are replaced, atomically); a folder with other files is refused unless --overwrite, which adds',
+    'the export beside them and still replaces none of them.',
+  ].join('\n'),
+  flags: [{ name: 'out', type: 'string', arg: 'DIR', help: 'output folder' }, overwriteFlag, ...backendFlags],
   examples: ['byol export runs/cifar --out models/cifar-encoder'],
 };
 
@@ -293,16 +393,14 @@ export async function runExport(argv: readonly string[], io: Io): Promise<number
   const out = flags.get('out') as string | undefined;
   if (!out) throw new ByolError('INVALID_OPTION', '`byol export` needs --out DIR', 'out');
   await selectBackend(flags, io);
-  const path = await resolveCheckpointPath(positionals[0]!);
-  const { learner, meta } = await learnerFromCheckpoint(path);
+  const { learner, meta, path } = await learnerFromCheckpoint(positionals[0]!);
   try {
     const model = learner.encoder;
     if (!('save' in model)) throw new ByolError('INVALID_ENCODER', 'this encoder is a function, not a LayersModel; it cannot be exported', 'encoder');
-    await saveLayersModelDir(model, out);
     const views = runViews(meta.config);
     const info = { checkpoint: path, step: meta.step, input: { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std }, featureDim: learner.featureDim };
-    await writeFile(join(out, 'byol.json'), `${JSON.stringify(info, null, 2)}\n`);
-    io.out(`exported the encoder of ${path} (step ${meta.step}, ${learner.featureDim} features) to ${out}/model.json`);
+    await saveLayersModelDir(model, out, { ...(flags.get('overwrite') ? { overwrite: true } : {}), extra: { 'byol.json': `${JSON.stringify(info, null, 2)}\n` } });
+    io.out(`exported the encoder of ${shownPath(path)} (step ${meta.step}, ${learner.featureDim} features) to ${join(out, 'model.json')}`);
   } finally {
     learner.dispose();
   }
@@ -316,7 +414,8 @@ export const PLOT: Command = {
   summary: 'chart a run: loss, kNN accuracy, collapse metric, τ and learning rate against step (SVG and PNG)',
   usage: 'byol plot RUN [--out DIR]',
   positionals: [{ name: 'RUN' }],
-  flags: [{ name: 'out', type: 'string', arg: 'DIR', help: 'output folder (default RUN/plots)' }],
+  notes: 'A run being trained can be plotted: a metrics line still being written is left out.',
+  flags: [{ name: 'out', type: 'string', arg: 'DIR', help: 'output folder (default RUN/plots); byol\'s own or new, else --overwrite' }, overwriteFlag],
   examples: ['byol plot runs/cifar', 'byol plot runs/cifar --out report/'],
 };
 
@@ -324,7 +423,7 @@ export async function runPlot(argv: readonly string[], io: Io): Promise<number> 
   const { flags, positionals } = parseArgs(PLOT, argv);
   const run = positionals[0]!;
   const out = (flags.get('out') as string | undefined) ?? join(run, 'plots');
-  const files = await writePlots(run, out);
+  const files = await writePlots(run, out, { overwrite: flags.get('overwrite') === true });
   io.out(`wrote ${files.join(', ')}`);
   return 0;
 }

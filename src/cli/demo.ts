@@ -3,7 +3,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { Byol } from '../byol/learner.js';
 import { ByolError } from '../errors.js';
 import { knnAccuracy } from '../eval/knn.js';
-import { findOfflineGreyDataset, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
+import { findOfflineGreyDataset, NATIVE_HINT, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
 import { idxSource } from '../data/idx-source.js';
 import { convNet } from '../nets/convnet.js';
 import { Rng } from '../views/rng.js';
@@ -143,5 +143,20 @@ export async function runDemo(o: DemoOptions): Promise<{ byol: number; random: n
   learner.dispose();
   tf.dispose([train, test]);
   o.log(`kNN accuracy (k=200, T=0.1) on ${o.testImages} test images: BYOL ${(100 * byolAcc).toFixed(2)} %, random init ${(100 * randomAcc).toFixed(2)} %`);
+  o.log(demoVerdict(byolAcc, randomAcc, conv, steps));
   return { byol: byolAcc, random: randomAcc };
+}
+
+/**
+ * The demo's last line: whether BYOL beat the random init, said plainly — also when it did not (the MLP the demo
+ * trains without the native backend ends below its random init at this budget).
+ */
+export function demoVerdict(byol: number, random: number, convolutional: boolean, steps: number): string {
+  const gap = Math.abs(100 * (byol - random)).toFixed(2);
+  if (byol > random) return `BYOL is ${gap} points ahead of the random init after ${steps} steps.`;
+  const where = byol === random ? 'level with' : `${gap} points below`;
+  return convolutional
+    ? `BYOL is ${where} the random init after ${steps} steps: too short a run to learn (the default is 1 500 steps).`
+    : `BYOL is ${where} the random init: without the native backend the demo trains a small MLP on wasm, which this budget ` +
+        `does not lift above random features. For the ConvNet demo that does, ${NATIVE_HINT}.`;
 }

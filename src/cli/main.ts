@@ -1,5 +1,8 @@
 #!/usr/bin/env node
+import os from 'node:os';
 import { ByolError } from '../errors.js';
+import { removePendingTemporariesSync } from '../io/atomic.js';
+import { isFsError, writeFailed } from '../io/fs.js';
 import { helpText, parseArgs, type Command } from './args.js';
 import { EMBED, EVAL, EXPORT, PLOT, PRETRAIN, runEmbed, runEval, runExport, runPlot, runPretrain, type Io } from './commands.js';
 import { DEFAULT_DEMO, runDemo } from './demo.js';
@@ -56,7 +59,14 @@ async function demo(argv: readonly string[], io: Io): Promise<number> {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const io: Io = { out: (l) => console.log(l), err: (l) => console.error(l), isTTY: Boolean(process.stdout.isTTY) };
+  // Output piped into a program that quits (`byol pretrain … | head`): stop printing, keep working — a training run
+  // must not die with its work unsaved because nobody reads its progress any more.
+  let stdoutOpen = true;
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    stdoutOpen = false;
+  });
+  const io: Io = { out: (l) => stdoutOpen && console.log(l), err: (l) => console.error(l), isTTY: Boolean(process.stdout.isTTY) };
   const [command, ...rest] = argv;
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(HELP);
@@ -68,17 +78,35 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(helpText(cmd));
     return 0;
   }
-  switch (cmd.name) {
-    case 'pretrain': {
-      // Ctrl-C: the first stops after the current step with a checkpoint; a second one quits at once.
-      let stop = false;
-      process.on('SIGINT', () => {
-        if (stop) process.exit(130);
-        stop = true;
-        io.err('\nbyol: stopping after this step (Ctrl-C again to quit without saving)');
+  if (cmd.name === 'pretrain') {
+    // Ctrl-C, SIGTERM (kill, a scheduler) and SIGHUP (the terminal closed): stop after the current step, or
+    // between two chunks of an evaluation, with a checkpoint; a second signal quits at once (the newest
+    // checkpoint on disk stays whole, the write in progress is dropped).
+    let stop: NodeJS.Signals | null = null;
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+      process.on(signal, () => {
+        if (stop) {
+          removePendingTemporariesSync();
+          process.exit(128 + os.constants.signals[signal]);
+        }
+        stop = signal;
+        io.err(`\nbyol: ${signal === 'SIGINT' ? 'Ctrl-C' : signal}: stopping after this step with a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'the signal'} again quits at once)`);
       });
-      return runPretrain(rest, io, () => stop);
     }
+    const status = await runPretrain(rest, io, () => stop !== null);
+    return status === 'stopped' ? 128 + os.constants.signals[stop ?? 'SIGINT'] : 0;
+  }
+  // export, embed and plot write a few files, each atomically: on a signal, drop the write in progress and quit.
+  // (eval and demo write nothing and keep the default: a signal ends them at once, even inside a long computation.)
+  if (cmd.name === 'export' || cmd.name === 'embed' || cmd.name === 'plot') {
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+      process.on(signal, () => {
+        removePendingTemporariesSync();
+        process.exit(128 + os.constants.signals[signal]);
+      });
+    }
+  }
+  switch (cmd.name) {
     case 'eval':
       return runEval(rest, io);
     case 'embed':
@@ -95,9 +123,13 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
-    if (e instanceof ByolError) {
-      console.error(`byol: ${e.message.replace(/\s*\n\s*/g, ' ')}`);
-      process.exit(e.code === 'TRAINING_DIVERGED' ? 3 : 2);
+    // A file-system refusal that no command turned into a message of its own is still the user's to fix (a full
+    // disk, a read-only folder, no permission): one line naming the path, exit 2.
+    const userFs = ['ENOSPC', 'EDQUOT', 'EFBIG', 'EROFS', 'EACCES', 'EPERM', 'ENOTDIR', 'EISDIR', 'ENAMETOOLONG', 'ELOOP', 'EMFILE', 'ENFILE', 'EIO'];
+    const error = isFsError(e) && e.path && userFs.includes(e.code!) ? writeFailed(e.path, e, e.syscall ?? 'access it') : e;
+    if (error instanceof ByolError) {
+      console.error(`byol: ${error.message.replace(/\s*\n\s*/g, ' ')}`);
+      process.exit(error.code === 'TRAINING_DIVERGED' ? 3 : 2);
     }
     // Not a user error: one line still, the stack only on request.
     console.error(`byol: internal error: ${(e as Error)?.message ?? String(e)}${process.env['BYOL_DEBUG'] ? `\n${(e as Error)?.stack ?? ''}` : ' (set BYOL_DEBUG=1 for the stack)'}`);

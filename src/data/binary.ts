@@ -14,7 +14,8 @@ class RecordFiles {
     readonly recordBytes: number,
   ) {}
 
-  static async open(paths: readonly string[], recordBytes: number, what: string): Promise<RecordFiles> {
+  /** `expected`: the official record count of each file (null: any whole number of records). */
+  static async open(paths: readonly string[], recordBytes: number, what: string, expected: number | null): Promise<RecordFiles> {
     const parts = [];
     for (const path of paths) {
       let size: number;
@@ -24,6 +25,7 @@ class RecordFiles {
         throw new ByolError('INVALID_DATA', `${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, path);
       }
       const count = checkRecordSize(path, size, recordBytes, what);
+      if (expected !== null && count !== expected) throw wrongCount(path, count, expected, recordBytes, what);
       if (size <= IN_MEMORY_LIMIT) parts.push({ path, count, data: await readFile(path), handle: null });
       else parts.push({ path, count, data: null, handle: await open(path, 'r') });
     }
@@ -56,6 +58,27 @@ class RecordFiles {
 
 export type Split = 'train' | 'test';
 
+/** Options of the binary-format readers. */
+export interface BinaryDatasetOptions {
+  /**
+   * Require the official record count of each file (default true): CIFAR-10 10 000 per file, CIFAR-100 50 000 /
+   * 10 000, STL-10 5 000 / 8 000 / 100 000. A file cut at a record boundary is then an error, not a smaller dataset.
+   * false accepts any whole number of records (your own data in the same layout).
+   */
+  readonly exact?: boolean;
+}
+
+const thousands = (n: number) => n.toLocaleString('en-US');
+
+function wrongCount(path: string, count: number, expected: number, recordBytes: number, what: string): ByolError {
+  return new ByolError(
+    'INVALID_DATA',
+    `${path}: ${thousands(count)} ${what} records (${thousands(count * recordBytes)} bytes); the official file has ${thousands(expected)} ` +
+      `(${thousands(expected * recordBytes)} bytes) — ${count < expected ? 'truncated' : 'too long'}? (a copy in this layout with other counts: exact: false)`,
+    path,
+  );
+}
+
 export const CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 
 function checkIndices(indices: readonly number[], length: number, name: string): void {
@@ -84,9 +107,9 @@ async function readLines(path: string): Promise<string[] | null> {
  * CIFAR-10 in its binary version: `data_batch_1..5.bin` (train) or `test_batch.bin` (test) in `dir`, records of
  * 1 label byte + 3072 pixel bytes (R, G, B planes of 32×32).
  */
-export async function cifar10(dir: string, split: Split): Promise<ImageSource> {
+export async function cifar10(dir: string, split: Split, options: BinaryDatasetOptions = {}): Promise<ImageSource> {
   const names = split === 'train' ? [1, 2, 3, 4, 5].map((i) => `data_batch_${i}.bin`) : ['test_batch.bin'];
-  const files = await RecordFiles.open(names.map((n) => join(dir, n)), 3073, 'CIFAR-10');
+  const files = await RecordFiles.open(names.map((n) => join(dir, n)), 3073, 'CIFAR-10', options.exact === false ? null : 10_000);
   const classes = (await readLines(join(dir, 'batches.meta.txt'))) ?? CIFAR10_CLASSES;
   return cifarSource(`cifar10-${split}`, files, 1, 0, classes);
 }
@@ -95,8 +118,8 @@ export async function cifar10(dir: string, split: Split): Promise<ImageSource> {
  * CIFAR-100 in its binary version: `train.bin` or `test.bin` in `dir`, records of a coarse label byte, a fine label
  * byte and 3072 pixel bytes. `labels` chooses which label the batches carry (default fine, 100 classes).
  */
-export async function cifar100(dir: string, split: Split, labels: 'fine' | 'coarse' = 'fine'): Promise<ImageSource> {
-  const files = await RecordFiles.open([join(dir, `${split}.bin`)], 3074, 'CIFAR-100');
+export async function cifar100(dir: string, split: Split, labels: 'fine' | 'coarse' = 'fine', options: BinaryDatasetOptions = {}): Promise<ImageSource> {
+  const files = await RecordFiles.open([join(dir, `${split}.bin`)], 3074, 'CIFAR-100', options.exact === false ? null : split === 'train' ? 50_000 : 10_000);
   const names = await readLines(join(dir, labels === 'fine' ? 'fine_label_names.txt' : 'coarse_label_names.txt'));
   const classes = names ?? Array.from({ length: labels === 'fine' ? 100 : 20 }, (_, i) => String(i));
   return cifarSource(`cifar100-${split}`, files, 2, labels === 'fine' ? 1 : 0, classes);
@@ -144,10 +167,11 @@ export type Stl10Split = 'train' | 'test' | 'unlabeled';
  * STL-10 binary version: `train_X.bin`/`train_y.bin`, `test_X.bin`/`test_y.bin` or `unlabeled_X.bin` in `dir`;
  * 96×96×3 images stored channel by channel, each channel column-major; labels 1–10 in the files, 0–9 here.
  */
-export async function stl10(dir: string, split: Stl10Split): Promise<ImageSource> {
+export async function stl10(dir: string, split: Stl10Split, options: BinaryDatasetOptions = {}): Promise<ImageSource> {
   const side = 96;
   const bytes = side * side * 3;
-  const files = await RecordFiles.open([join(dir, `${split}_X.bin`)], bytes, 'STL-10 image');
+  const official = { train: 5_000, test: 8_000, unlabeled: 100_000 }[split];
+  const files = await RecordFiles.open([join(dir, `${split}_X.bin`)], bytes, 'STL-10 image', options.exact === false ? null : official);
   let labels: Uint8Array | null = null;
   if (split !== 'unlabeled') {
     const path = join(dir, `${split}_y.bin`);

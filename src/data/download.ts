@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { open, rename, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import { basename, dirname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { ByolError } from '../errors.js';
+import { ensureDir } from '../io/fs.js';
+import { OutputDir } from '../io/output.js';
 
 export interface DownloadOptions {
   /** Expected digest, hex. */
@@ -44,7 +46,7 @@ export async function download(url: string, dest: string, options: DownloadOptio
     if ((await digestOf(dest, algorithm)) === expected) return dest;
     throw new ByolError('CHECKSUM_MISMATCH', `${dest}: exists but its ${algorithm} is not ${expected}; delete it to download again`, dest);
   }
-  await mkdir(dirname(dest), { recursive: true });
+  await ensureDir(dirname(dest));
   const part = `${dest}.part`;
   const have = await sizeOf(part);
   await fetchInto(url, part, have, options, 0);
@@ -141,10 +143,13 @@ export const DATASET_FILES: Readonly<Record<'cifar10' | 'cifar100' | 'mnist' | '
 export async function downloadDataset(
   dataset: keyof typeof DATASET_FILES,
   cacheDir: string,
-  options: { files?: readonly DatasetFile[]; onProgress?: DownloadOptions['onProgress'] } = {},
+  options: { files?: readonly DatasetFile[]; onProgress?: DownloadOptions['onProgress']; overwrite?: boolean } = {},
 ): Promise<string> {
   const dir = join(cacheDir, dataset);
-  for (const file of options.files ?? DATASET_FILES[dataset]) {
+  const files = options.files ?? DATASET_FILES[dataset];
+  // The folder is byol's (new, empty, or an earlier download): nothing else in it is ever replaced.
+  await OutputDir.claim(dir, { kind: 'download', names: files.flatMap((f) => [f.name, `${f.name}.part`]), ...(options.overwrite ? { overwrite: true } : {}), legacy: legacyDownload(files) });
+  for (const file of files) {
     const dest = join(dir, file.name);
     let last: unknown = null;
     let done = false;
@@ -164,12 +169,20 @@ export async function downloadDataset(
   return dir;
 }
 
+/** A download folder from before byol marked its folders: it holds one of the dataset's archives (or its part). */
+function legacyDownload(files: readonly DatasetFile[]) {
+  return async (entries: readonly string[]): Promise<readonly string[] | null> =>
+    files.some((f) => entries.includes(f.name) || entries.includes(`${f.name}.part`)) ? entries : null;
+}
+
 /**
  * Extracts the regular files of a .tar.gz archive into `dir`, flattening their folders (the binary datasets keep
- * their files one folder deep). Names with '..' or absolute paths are refused. Each file is written atomically;
- * files already present with the same size are kept.
+ * their files one folder deep). Names with '..' or absolute paths are refused. `dir` is claimed as a byol download
+ * folder (new, empty or byol's; else refused unless `overwrite`, see OutputDir): a file byol did not write is never
+ * replaced. Each file is written atomically; files byol extracted before with the same size are kept.
  */
-export async function extractTarGz(archive: string, dir: string): Promise<string[]> {
+export async function extractTarGz(archive: string, dir: string, options: { overwrite?: boolean } = {}): Promise<string[]> {
+  const out = await OutputDir.claim(dir, { kind: 'download', names: [], ...(options.overwrite ? { overwrite: true } : {}) });
   const { readFile } = await import('node:fs/promises');
   let tar: Buffer;
   try {
@@ -177,7 +190,7 @@ export async function extractTarGz(archive: string, dir: string): Promise<string
   } catch (e) {
     throw new ByolError('INVALID_DATA', `${archive}: not a gzip archive (${(e as Error).message})`, archive);
   }
-  const out: string[] = [];
+  const written: string[] = [];
   for (let at = 0; at + 512 <= tar.length; ) {
     const header = tar.subarray(at, at + 512);
     if (header.every((b) => b === 0)) break;
@@ -194,14 +207,10 @@ export async function extractTarGz(archive: string, dir: string): Promise<string
         throw new ByolError('INVALID_DATA', `${archive}: refusing the unsafe entry name ${JSON.stringify(name)}`, archive);
       }
       const dest = join(dir, basename(name));
-      if ((await sizeOf(dest)) !== size) {
-        const tmp = `${dest}.extract`;
-        await writeFile(tmp, tar.subarray(at + 512, at + 512 + size));
-        await rename(tmp, dest);
-      }
-      out.push(dest);
+      if (!out.owns(basename(name)) || (await sizeOf(dest)) !== size) await out.write(basename(name), tar.subarray(at + 512, at + 512 + size));
+      written.push(dest);
     }
     at += 512 + Math.ceil(size / 512) * 512;
   }
-  return out;
+  return written;
 }

@@ -29,14 +29,55 @@ export interface FolderOptions {
    */
   readonly onError?: 'fail' | 'skip';
   readonly onSkip?: (file: SkippedFile) => void;
+  /**
+   * Which images: all of them (default, null), or the `train` / `test` part for evaluation and held-out kNN. With
+   * sub-folders `train` and `val` (or `test`) in the root, the parts are those folders; else the parts of a labelled
+   * folder are split by a hash of each file's path (stable when files are added): `holdout` of them in `test`.
+   */
+  readonly split?: 'train' | 'test' | null;
+  /** The share of a labelled folder's images in its `test` part when it has no train/val sub-folders. Default 0.1. */
+  readonly holdout?: number;
+  /**
+   * The image files to use, relative to the part's folder (as `source.files` lists them), instead of listing the
+   * folder: a run resumes on exactly the files it started with, whatever was added since.
+   */
+  readonly files?: readonly string[];
 }
 
 export interface FolderSource extends ImageSource {
   /** Files left out so far (policy `skip`), with reasons. */
   readonly skipped: readonly SkippedFile[];
-  /** The image files, relative to the root, in index order. */
+  /** The image files, relative to `root`, in index order. */
   readonly files: readonly string[];
+  /** The folder the files are relative to: the given folder, or its `train` / `val` sub-folder for a split. */
+  readonly root: string;
 }
+
+/** FNV-1a (32 bits) of a string's UTF-16 code units: the stable hash behind the hold-out split. */
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h >>> 0;
+}
+
+/** Whether a file (path relative to the folder) is in the held-out part of a hash split with share `holdout`. */
+export function isHeldOut(file: string, holdout: number): boolean {
+  return fnv1a(file.split(sep).join('/')) % 10_000 < Math.round(holdout * 10_000);
+}
+
+/** The train / val (or test) sub-folders of a folder laid out in splits, or null. */
+export async function splitFolders(root: string): Promise<{ train: string; test: string } | null> {
+  const isDir = (p: string) => stat(p).then((s) => s.isDirectory(), () => false);
+  if (!(await isDir(join(root, 'train')))) return null;
+  for (const t of ['val', 'test']) if (await isDir(join(root, t))) return { train: join(root, 'train'), test: join(root, t) };
+  return null;
+}
+
+/**
+ * libvips' strictest decoding: a warning fails the file. A truncated file, or a JPEG whose data is garbled ("Corrupt
+ * JPEG data"), otherwise decodes to a partly grey or noisy picture without a word.
+ */
+const FAIL_ON = 'warning' as const;
 
 function isImage(name: string): boolean {
   const lower = name.toLowerCase();
@@ -49,7 +90,7 @@ function isImage(name: string): boolean {
  * are decoded with sharp (libvips: fast, multi-threaded, maintained), EXIF-rotated, converted to 8-bit sRGB (or
  * grey), and resized to size × size.
  */
-export async function imageFolder(root: string, options: FolderOptions = {}): Promise<FolderSource> {
+export async function imageFolder(folder: string, options: FolderOptions = {}): Promise<FolderSource> {
   const size = options.size ?? 256;
   if (!(Number.isInteger(size) && size >= 1)) throw invalidOption('size', 'a positive integer', size);
   const fit = options.fit ?? 'cover';
@@ -58,6 +99,10 @@ export async function imageFolder(root: string, options: FolderOptions = {}): Pr
   if (channels !== 1 && channels !== 3) throw invalidOption('channels', '1 or 3', channels);
   const policy = options.onError ?? 'fail';
   if (policy !== 'fail' && policy !== 'skip') throw invalidOption('onError', '"fail" or "skip"', policy);
+  const split = options.split ?? null;
+  if (split !== null && split !== 'train' && split !== 'test') throw invalidOption('split', '"train", "test" or null', split);
+  const holdout = options.holdout ?? 0.1;
+  if (!(typeof holdout === 'number' && holdout > 0 && holdout < 1)) throw invalidOption('holdout', 'a share in (0, 1)', holdout);
   const skipped: SkippedFile[] = [];
   const problem = (path: string, reason: string) => {
     if (policy === 'fail') throw new ByolError('INVALID_DATA', `${path}: ${reason}`, path);
@@ -68,14 +113,16 @@ export async function imageFolder(root: string, options: FolderOptions = {}): Pr
 
   let realRoot: string;
   try {
-    realRoot = await realpath(root);
+    realRoot = await realpath(folder);
     if (!(await stat(realRoot)).isDirectory()) throw new Error('not a folder');
   } catch (e) {
-    throw new ByolError('INVALID_DATA', `${root}: cannot open the image folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, root);
+    throw new ByolError('INVALID_DATA', `${folder}: cannot open the image folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, folder);
   }
-  const found: string[] = [];
+  const parts = split === null ? null : await splitFolders(folder);
+  const root = parts ? parts[split!] : folder;
+  if (parts) realRoot = await realpath(root);
   const visited = new Set<string>([realRoot]);
-  const walk = async (dir: string): Promise<void> => {
+  const walk = async (dir: string, found: string[]): Promise<void> => {
     let entries;
     try {
       entries = await readdir(dir, { withFileTypes: true });
@@ -110,11 +157,16 @@ export async function imageFolder(root: string, options: FolderOptions = {}): Pr
       }
       if (isDir) {
         visited.add(await realpath(path));
-        await walk(path);
+        await walk(path, found);
       } else if (isFile && isImage(entry.name)) found.push(relative(root, path));
     }
   };
-  await walk(root);
+  let found: string[] = [];
+  if (options.files) {
+    found = [...options.files];
+    const bad = found.find((f) => typeof f !== 'string' || f === '' || f.startsWith('/') || f.split(/[\\/]/).includes('..'));
+    if (bad !== undefined) throw invalidOption('files', 'paths inside the folder', bad);
+  } else await walk(root, found);
   if (found.length === 0) throw new ByolError('INVALID_DATA', `${root}: no images found (looked for ${IMAGE_EXTENSIONS.join(', ')})`, root);
 
   // Labels: every image under a first-level sub-folder → classes; every image directly in the root → unlabelled.
@@ -135,23 +187,41 @@ export async function imageFolder(root: string, options: FolderOptions = {}): Pr
     );
   }
 
+  if (split !== null && !parts) {
+    if (!labels) {
+      throw new ByolError(
+        'INVALID_DATA',
+        `${folder}: a ${split} part needs labels (class sub-folders) or train/ and val/ sub-folders; this folder has neither`,
+        folder,
+      );
+    }
+    if (!options.files) {
+      const keep = found.map((f) => isHeldOut(f, holdout) === (split === 'test'));
+      found = found.filter((_, i) => keep[i]);
+      labels = Int32Array.from(labels.filter((_, i) => keep[i]));
+      if (found.length === 0) throw new ByolError('INVALID_DATA', `${folder}: its ${split} part (${split === 'test' ? holdout : 1 - holdout} of the images, by a hash of their paths) is empty`, folder);
+    }
+  }
+
   const decode = async (file: string): Promise<Uint8Array | null> => {
     const path = join(root, file);
     try {
-      const pipeline = sharp(path, { failOn: 'error' }).rotate().removeAlpha().toColourspace(channels === 1 ? 'b-w' : 'srgb');
+      const pipeline = sharp(path, { failOn: FAIL_ON }).rotate().removeAlpha().toColourspace(channels === 1 ? 'b-w' : 'srgb');
       const { data, info } = await pipeline.resize(size, size, { fit, background: { r: 0, g: 0, b: 0 } }).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
       if (info.channels !== channels || info.width !== size || info.height !== size) {
         throw new Error(`decoded to ${info.width}×${info.height}×${info.channels}`);
       }
       return data;
     } catch (e) {
-      problem(path, `cannot decode (${(e as Error).message.split('\n')[0]})`);
+      const gone = !(await stat(path).then(() => true, () => false));
+      problem(path, gone ? 'missing (the folder changed since it was listed?)' : `cannot decode (${(e as Error).message.split('\n')[0]})`);
       return null;
     }
   };
 
   const source: FolderSource = {
-    name: `folder:${root}`,
+    name: `folder:${folder}${split === null ? '' : `@${split}`}`,
+    root,
     length: found.length,
     imageShape: [size, size, channels],
     classes,

@@ -8,12 +8,25 @@ import type { ImageSource } from './source.js';
  * Images and labels in IDX files (MNIST, Fashion-MNIST, gzipped or raw): images [N, H, W] or [N, H, W, C] bytes,
  * labels [N]. Errors name the file and what is wrong.
  */
-export async function idxSource(name: string, imagesPath: string, labelsPath: string | null, classes: readonly string[] | null = null): Promise<ImageSource> {
+export async function idxSource(
+  name: string,
+  imagesPath: string,
+  labelsPath: string | null,
+  classes: readonly string[] | null = null,
+  expected: { readonly count: number; readonly height: number; readonly width: number } | null = null,
+): Promise<ImageSource> {
   const images = await readIdxFile(imagesPath);
   if (images.shape.length !== 3 && images.shape.length !== 4) {
     throw new ByolError('INVALID_DATA', `${imagesPath}: IDX images must have dimensions [N, H, W] or [N, H, W, C]; got [${images.shape}]`, imagesPath);
   }
   const [n, h, w, c = 1] = images.shape as [number, number, number, number?];
+  if (expected && (n !== expected.count || h !== expected.height || w !== expected.width || c !== 1)) {
+    throw new ByolError(
+      'INVALID_DATA',
+      `${imagesPath}: holds [${images.shape}] images; ${name} has ${expected.count.toLocaleString('en-US')} of ${expected.height}×${expected.width} (a cut or different file?)`,
+      imagesPath,
+    );
+  }
   let labels: Uint8Array | null = null;
   if (labelsPath !== null) {
     const l = await readIdxFile(labelsPath);

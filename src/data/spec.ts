@@ -48,7 +48,7 @@ export function parseDatasetSpec(spec: string): DatasetSpec {
 }
 
 export interface OpenDatasetOptions {
-  /** Used when the spec names none. Default train. */
+  /** Used when the spec names none. Default train (for folders: all images). */
   readonly split?: DatasetSplit;
   /** For `folder:` specs. */
   readonly folder?: FolderOptions;
@@ -62,7 +62,7 @@ export interface OpenDatasetOptions {
 export async function openDataset(spec: string | DatasetSpec, options: OpenDatasetOptions = {}): Promise<ImageSource> {
   const s = typeof spec === 'string' ? parseDatasetSpec(spec) : spec;
   const split = s.split ?? options.split ?? 'train';
-  if (split === 'unlabeled' && s.kind !== 'stl10') throw invalidOption('split', 'train or test for this dataset', split);
+  if (split === 'unlabeled' && s.kind !== 'stl10' && s.kind !== 'folder') throw invalidOption('split', 'train or test for this dataset', split);
   const cacheDir = options.cacheDir ?? join(homedir(), '.cache', 'byol');
   // The folder holding `files`: the spec's path, else the cache (downloading into it when allowed).
   const where = async (files: string[]): Promise<string> => {
@@ -84,22 +84,25 @@ export async function openDataset(spec: string | DatasetSpec, options: OpenDatas
     case 'stl10':
       return stl10(await where([`${split}_X.bin`]), split);
     case 'folder':
-      return imageFolder(s.path!, options.folder ?? {});
+      // A folder without a split is all of its images; @train / @test are its parts (see FolderOptions.split).
+      return imageFolder(s.path!, { ...options.folder, split: s.split === 'unlabeled' ? null : (s.split ?? options.split ?? options.folder?.split ?? null) } as FolderOptions);
     case 'mnist':
     case 'fashion-mnist': {
       const prefix = split === 'train' ? 'train' : 't10k';
       const classes = s.kind === 'fashion-mnist' ? FASHION_MNIST_CLASSES : null;
+      // Both are 60 000 training and 10 000 test images of 28×28: a file with fewer is cut, not a smaller dataset.
+      const expected = { count: split === 'train' ? 60_000 : 10_000, height: 28, width: 28 };
       let dir = s.path;
       if (dir === null) {
         const offline = findOfflineGreyDataset(s.kind === 'fashion-mnist' ? 'fashion-mnist' : 'mnist');
         if (offline) {
           const f = split === 'train' ? [offline.trainImages, offline.trainLabels] : [offline.testImages, offline.testLabels];
-          return idxSource(`${s.kind}-${split}`, f[0]!, f[1]!, classes);
+          return idxSource(`${s.kind}-${split}`, f[0]!, f[1]!, classes, expected);
         }
         dir = await where([`${prefix}-images-idx3-ubyte.gz`]);
       }
       const pick = (base: string) => (existsSync(join(dir!, base)) ? join(dir!, base) : join(dir!, `${base}.gz`));
-      return idxSource(`${s.kind}-${split}`, pick(`${prefix}-images-idx3-ubyte`), pick(`${prefix}-labels-idx1-ubyte`), classes);
+      return idxSource(`${s.kind}-${split}`, pick(`${prefix}-images-idx3-ubyte`), pick(`${prefix}-labels-idx1-ubyte`), classes, expected);
     }
   }
 }

@@ -73,7 +73,13 @@ export async function loadCheckpoint(path: string): Promise<{ state: LearnerStat
   } catch {
     throw fail('corrupt header');
   }
-  if (header.format !== 1) throw fail(`unsupported checkpoint format ${String(header.format)}`);
+  if (header.format !== 1) {
+    throw fail(
+      typeof header.format === 'number' && header.format > 1
+        ? `written by a newer byol (checkpoint format ${header.format}; this version reads format 1): upgrade byol to read it`
+        : `unsupported checkpoint format ${String(header.format)}`,
+    );
+  }
   const expected = header.arrays.reduce((n, a) => n + a.length * 4, 0);
   if (buf.length !== dataStart + expected) throw fail(`holds ${buf.length - dataStart} data bytes, its header lists ${expected} (truncated?)`);
   const groups: Record<string, Float32Array[]> = {};

@@ -58,7 +58,35 @@ export interface PretrainConfig {
   /** k = 200, T = 0.1 (InstDisc, solo-learn). */
   readonly knnK: number;
   readonly knnTemperature: number;
+  /**
+   * Image folders: the side images are decoded to before the views crop them; null: 256 for the `imagenet` preset
+   * (the views then crop and resize to 224), the views' size for `cifar` (32) and `grey` (28).
+   */
+  readonly imageSize: number | null;
+  /** Image folders: how a picture becomes square (`cover`: centre crop, default; `fill`; `contain`). */
+  readonly fit: 'cover' | 'fill' | 'contain';
+  /** Image folders: leave unreadable or corrupt files out (each reported) instead of stopping. Default false. */
+  readonly skipBad: boolean;
+  /**
+   * Labelled image folders without train/ and val/ sub-folders: the share held out of pretraining for kNN (chosen by a
+   * hash of each path). 0: pretrain on every image, without kNN. Default 0.1.
+   */
+  readonly holdout: number;
 }
+
+/** The backend a run trains on (restored when it is resumed). */
+export interface BackendRecord {
+  readonly name: 'native' | 'wasm' | 'cpu';
+  readonly precision: 'fp32' | 'bf16';
+}
+
+export function describeBackend(b: BackendRecord): string {
+  return b.precision === 'bf16' ? `${b.name} (bf16)` : b.name;
+}
+
+/** What `byol pretrain --resume` may change in a run: none of it changes the model or the data order. */
+export const RESUME_CHANGES = ['lr', 'warmupEpochs', 'checkpointEvery', 'keep', 'knnEvery', 'knnBank', 'knnTest', 'skipBad'] as const;
+export type ResumeChange = (typeof RESUME_CHANGES)[number];
 
 export const PRETRAIN_DEFAULTS: Omit<PretrainConfig, 'dataset'> = {
   limit: null,
@@ -93,6 +121,10 @@ export const PRETRAIN_DEFAULTS: Omit<PretrainConfig, 'dataset'> = {
   knnTest: 2_000,
   knnK: 200,
   knnTemperature: 0.1,
+  imageSize: null,
+  fit: 'cover',
+  skipBad: false,
+  holdout: 0.1,
 };
 
 const bad = (key: string, expected: string, got: unknown) => new ByolError('INVALID_OPTION', `${key} must be ${expected}; got ${describe(got)}`, key);
@@ -133,6 +165,10 @@ export function resolvePretrainConfig(partial: Partial<PretrainConfig> & { datas
   num('flip', (v) => v >= 0 && v <= 1, 'a probability in [0, 1]');
   num('beta', (v) => v >= 0, 'a number ≥ 0', false);
   num('knnTemperature', (v) => v > 0, 'a number > 0', false);
+  int('imageSize', 1, true);
+  num('holdout', (v) => v >= 0 && v < 1, 'a share in [0, 1)', false);
+  if (!['cover', 'fill', 'contain'].includes(c.fit)) throw bad('fit', 'one of cover, fill, contain', c.fit);
+  if (typeof c.skipBad !== 'boolean') throw bad('skipBad', 'true or false', c.skipBad);
   if (!(c.preset in VIEW_PRESETS)) throw bad('preset', `one of ${Object.keys(VIEW_PRESETS).join(', ')}`, c.preset);
   if (c.ablation !== null && !VIEW_ABLATIONS.includes(c.ablation)) throw bad('ablation', `one of ${VIEW_ABLATIONS.join(', ')}`, c.ablation);
   if (!['lars', 'sgd', 'adamw'].includes(c.optimizer)) throw bad('optimizer', 'one of lars, sgd, adamw', c.optimizer);

@@ -27,12 +27,20 @@ export interface EncodedSet {
  * Encoder features of the first `count` images of a source (all when count exceeds it), in chunks: bytes → [0, 1] →
  * bilinear resize to the evaluation size when it differs → normalize → `encode`.
  */
+/** Thrown by an evaluation asked to stop (Ctrl-C) between two chunks; nothing of it is kept. */
+export class StopRequested extends Error {
+  constructor() {
+    super('stopped on request');
+  }
+}
+
 export async function encodeSource(
   source: ImageSource,
   count: number,
   input: EvalInput,
   encode: (x: tf.Tensor4D) => tf.Tensor2D,
   chunk = 256,
+  shouldStop: () => boolean = () => false,
 ): Promise<EncodedSet> {
   const [h, w, c] = source.imageShape;
   if (c !== input.channels) {
@@ -45,6 +53,7 @@ export async function encodeSource(
   let hasLabels = true;
   let dim = 0;
   for (let start = 0; start < n; start += chunk) {
+    if (shouldStop()) throw new StopRequested();
     const batch = await source.read(Array.from({ length: Math.min(chunk, n - start) }, (_, i) => start + i));
     if (batch.labels) labels.push(...batch.labels);
     else hasLabels = false;
@@ -91,9 +100,11 @@ export async function measureFeatures<T>(
   input: EvalInput,
   encode: (x: tf.Tensor4D) => tf.Tensor2D,
   measure: (train: LabelledFeatures, test: LabelledFeatures) => Promise<T>,
+  shouldStop: () => boolean = () => false,
 ): Promise<T> {
-  const a = await encodeSource(train, nTrain, input, encode);
-  const b = await encodeSource(test, nTest, input, encode);
+  const a = await encodeSource(train, nTrain, input, encode, 256, shouldStop);
+  const b = await encodeSource(test, nTest, input, encode, 256, shouldStop);
+  if (shouldStop()) throw new StopRequested();
   for (const [set, source] of [[a, train], [b, test]] as const) {
     if (!set.labels) throw new ByolError('INVALID_DATA', `${source.name}: evaluation needs labels`, 'dataset');
   }

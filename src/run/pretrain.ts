@@ -1,35 +1,67 @@
 /**
  * A whole pretraining run, as `byol pretrain` drives it: data, views, learner, progress, metrics, periodic kNN,
  * checkpoints and exact resume. Node only (files).
+ *
+ * What it guarantees: it writes only into a folder that is new, empty, or its own run (never replacing anything
+ * else); one process at a time trains a run (the lock `run.lock`); every checkpoint appears whole or not at all; and
+ * every way a run can stop — Ctrl-C, SIGTERM, a NaN, a bad image, a full disk, a kill before the first checkpoint —
+ * ends with a line saying how to continue, which `byol pretrain --resume DIR` (with what may change) does.
  */
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readFile } from 'node:fs/promises';
+import { appendFile, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Byol, type LearnerState, type StepResult } from '../byol/learner.js';
-import { batchCount, batches, type ImageSource } from '../data/source.js';
-import { openDataset, parseDatasetSpec } from '../data/spec.js';
+import { batchCount, batches, type ImageBatch, type ImageSource } from '../data/source.js';
 import { ByolError } from '../errors.js';
 import { knnAccuracy } from '../eval/knn.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { saveCheckpoint } from '../io/checkpoint.js';
+import { isFsError, writeFailed } from '../io/fs.js';
+import { OutputDir, outputKindOf } from '../io/output.js';
 import { shownPath } from '../io/paths.js';
 import { ViewSampler } from '../views/views.js';
-import { learnerOptions, runViews, type PretrainConfig } from './config.js';
-import { checkpointName, CHECKPOINT_DIR, encoderModelFor, listCheckpoints, pruneCheckpoints, readRunCheckpoint, type CheckpointMeta } from './checkpoints.js';
-import { evalInputOf, measureFeatures, type EvalInput } from './features.js';
+import { describeBackend, learnerOptions, resolvePretrainConfig, runViews, RESUME_CHANGES, type BackendRecord, type PretrainConfig, type ResumeChange } from './config.js';
+import { checkpointName, CHECKPOINT_DIR, encoderModelFor, legacyConfig, listCheckpoints, pruneCheckpoints, readRunCheckpoint, removeStaleTemporaries, type CheckpointMeta } from './checkpoints.js';
+import { openRunData, type EvalSets } from './data.js';
+import { evalInputOf, measureFeatures, StopRequested, type EvalInput } from './features.js';
+import { inUseError, LOCK_FILE, RunLock, runLockHolder } from './lock.js';
 
 /** One line of `metrics.jsonl`. */
 export type MetricsRecord =
   | { type: 'step'; step: number; epoch: number; loss: number; tau: number; lr: number; collapse: number; imagesPerSecond: number; elapsed: number }
   | { type: 'knn'; step: number; epoch: number; top1: number; bank: number; test: number };
 
+/** A change made when a run was resumed, as `config.json` records it. */
+export interface ResumeRecord {
+  readonly step: number;
+  readonly at: string;
+  readonly backend: BackendRecord;
+  readonly changed: Readonly<Record<string, { readonly from: unknown; readonly to: unknown }>>;
+}
+
+/** `config.json` of a run. */
+export interface RunRecord {
+  /** The run's configuration as it is now (with the changes made on resume). */
+  readonly run: PretrainConfig;
+  readonly dataset: { readonly name: string; readonly images: number; readonly imageShape: readonly number[]; readonly classes: readonly string[] | null };
+  readonly stepsPerEpoch: number;
+  readonly totalSteps: number;
+  /** The backend it started on (older runs: a string such as "native (bf16)"). */
+  readonly backend: BackendRecord | string;
+  readonly resumes?: readonly ResumeRecord[];
+  readonly createdAt: string;
+  readonly [key: string]: unknown;
+}
+
+export const RUN_FILES = ['config.json', 'metrics.jsonl', CHECKPOINT_DIR, LOCK_FILE, 'files.json'] as const;
+
 export interface PretrainHooks {
   /** Progress and messages. */
   readonly log: (line: string) => void;
   /** Called after each step (the CLI's progress bar). */
   readonly onStep?: (r: StepResult, info: { epoch: number; totalSteps: number; stepsPerEpoch: number; imagesPerSecond: number; etaSeconds: number }) => void;
-  /** Polled after each step: true stops the run after writing a checkpoint (Ctrl-C). */
+  /** Polled after each step and during evaluations: true stops the run after writing a checkpoint (Ctrl-C, SIGTERM). */
   readonly shouldStop?: () => boolean;
 }
 
@@ -41,41 +73,63 @@ export interface PretrainResult {
   readonly knn: number | null;
 }
 
-/** A labelled dataset that is usable for kNN: the train split as bank and the test split. */
-async function openKnnSets(config: PretrainConfig): Promise<{ bank: ImageSource; test: ImageSource } | null> {
-  const spec = parseDatasetSpec(config.dataset);
-  if (spec.kind === 'folder') return null;
+export interface PretrainArgs {
+  /** The run folder. */
+  readonly outDir: string;
+  /** A new run's configuration (not with `resume`). */
+  readonly config?: PretrainConfig;
+  /** Continue the run in `outDir` from its newest checkpoint (or from step 0 when it has none yet). */
+  readonly resume?: boolean;
+  /** With `resume`: what to change ({@link RESUME_CHANGES}); recorded in config.json. */
+  readonly changes?: Partial<Pick<PretrainConfig, ResumeChange>>;
+  /** The backend in use (recorded, and restored by a later resume). */
+  readonly backend: BackendRecord;
+  /** Shown after the backend's name, e.g. "the run's". */
+  readonly backendNote?: string;
+  /** Start a new run in a non-empty folder byol did not make, beside its files (none replaced). */
+  readonly overwrite?: boolean;
+}
+
+/** The record of the run in `dir` (its config.json), or null when `dir` holds no run. Errors name a damaged file. */
+export async function readRunRecord(dir: string): Promise<RunRecord | null> {
+  const path = join(dir, 'config.json');
+  let text: string;
   try {
-    const bank = await openDataset({ ...spec, split: 'train' });
-    if (!bank.classes && !(await bank.read([0])).labels) {
-      await bank.close();
-      return null;
-    }
-    const test = await openDataset({ ...spec, split: 'test' });
-    return { bank, test };
+    text = await readFile(path, 'utf8');
   } catch {
     return null;
   }
+  let record: Partial<RunRecord>;
+  try {
+    record = JSON.parse(text) as Partial<RunRecord>;
+  } catch (e) {
+    // A byol run's config.json is written atomically: unreadable JSON there means damage, elsewhere not our file.
+    if ((await outputKindOf(dir)) !== 'run') return null;
+    throw new ByolError('INVALID_DATA', `${path}: not valid JSON (${(e as Error).message})`, path);
+  }
+  return record && typeof record === 'object' && record.run && typeof record.stepsPerEpoch === 'number' ? (record as RunRecord) : null;
+}
+
+/** The backend a run last trained on, from its record. */
+export function lastBackendOf(record: RunRecord): BackendRecord | null {
+  const last = record.resumes?.length ? record.resumes[record.resumes.length - 1]!.backend : record.backend;
+  if (typeof last === 'object' && last && ['native', 'wasm', 'cpu'].includes(last.name)) return last;
+  const m = typeof last === 'string' ? /^(native|wasm|cpu)( \(bf16\))?$/.exec(last) : null;
+  return m ? { name: m[1] as BackendRecord['name'], precision: m[2] ? 'bf16' : 'fp32' } : null;
 }
 
 /** Weighted kNN top-1 of an encoder on a run's evaluation sets. */
-export function knnOf(encode: (x: tf.Tensor4D) => tf.Tensor2D, sets: { bank: ImageSource; test: ImageSource }, input: EvalInput, config: PretrainConfig): Promise<number> {
-  return measureFeatures(sets.bank, config.knnBank, sets.test, config.knnTest, input, encode, (a, b) =>
-    knnAccuracy(a.features, a.labels, b.features, b.labels, { k: config.knnK, temperature: config.knnTemperature }),
+export function knnOf(encode: (x: tf.Tensor4D) => tf.Tensor2D, sets: EvalSets, input: EvalInput, config: PretrainConfig, shouldStop?: () => boolean): Promise<number> {
+  return measureFeatures(
+    sets.bank,
+    config.knnBank,
+    sets.test,
+    config.knnTest,
+    input,
+    encode,
+    (a, b) => knnAccuracy(a.features, a.labels, b.features, b.labels, { k: config.knnK, temperature: config.knnTemperature }),
+    shouldStop,
   );
-}
-
-/** The first `limit` images of a source. */
-function limited(source: ImageSource, limit: number | null): ImageSource {
-  if (limit === null || limit >= source.length) return source;
-  return {
-    name: `${source.name}[:${limit}]`,
-    length: limit,
-    imageShape: source.imageShape,
-    classes: source.classes,
-    read: (i) => source.read(i),
-    close: () => source.close(),
-  };
 }
 
 function allFinite(state: LearnerState): boolean {
@@ -83,109 +137,291 @@ function allFinite(state: LearnerState): boolean {
   return true;
 }
 
+/** Applies the changes allowed on resume; refuses any other key. Returns the new config and what changed. */
+function applyChanges(config: PretrainConfig, changes: PretrainArgs['changes']): { config: PretrainConfig; changed: Record<string, { from: unknown; to: unknown }> } {
+  const changed: Record<string, { from: unknown; to: unknown }> = {};
+  const next: Record<string, unknown> = { ...config };
+  for (const [key, value] of Object.entries(changes ?? {})) {
+    if (!(RESUME_CHANGES as readonly string[]).includes(key)) throw new ByolError('INVALID_OPTION', `a resumed run cannot change ${key} (it may change ${RESUME_CHANGES.join(', ')})`, key);
+    if (value === undefined || next[key] === value) continue;
+    changed[key] = { from: next[key], to: value };
+    next[key] = value;
+  }
+  return { config: resolvePretrainConfig(next as unknown as PretrainConfig), changed };
+}
+
 /**
- * Starts a run in `outDir` (which must not hold one) or, with `resume`, continues the run there from its newest
- * checkpoint exactly: same weights, optimizer state, step, data order and views generator.
+ * The lines of `metrics.jsonl` that a resume from `step` keeps: a last line cut short by a crash or a full disk is
+ * dropped (and said), lines past the checkpoint go (those steps run again). A damaged line elsewhere is an error.
  */
-export async function pretrain(args: { outDir: string; config?: PretrainConfig; resume?: boolean; backend: string }, hooks: PretrainHooks): Promise<PretrainResult> {
+async function metricsToKeep(path: string, step: number, log: (line: string) => void): Promise<{ lines: string[]; records: MetricsRecord[] }> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return { lines: [], records: [] };
+  }
+  const lines = text.split('\n');
+  const lines2: string[] = [];
+  const records: MetricsRecord[] = [];
+  const last = lines.length - 1 - [...lines].reverse().findIndex((l) => l.trim() !== '');
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!;
+    if (l.trim() === '') continue;
+    let r: MetricsRecord;
+    try {
+      r = JSON.parse(l) as MetricsRecord;
+      if (typeof r !== 'object' || r === null || typeof r.step !== 'number') throw new Error('not a record');
+    } catch {
+      if (i === last) {
+        log(`${shownPath(path)}: dropped its last line, cut short (${l.length} bytes; a write was interrupted)`);
+        continue;
+      }
+      throw new ByolError('INVALID_DATA', `${shownPath(path)}: line ${i + 1} is not a metrics record; fix or delete that line, then resume again`, path);
+    }
+    if (r.step <= step) {
+      lines2.push(l);
+      records.push(r);
+    }
+  }
+  return { lines: lines2, records };
+}
+
+const short = (x: number) => String(Number(x.toPrecision(2)));
+
+/**
+ * Starts a run in `outDir` or, with `resume`, continues the run there from its newest checkpoint exactly: same
+ * weights, optimizer state, step, data order and views generator (the files of an image folder are the run's).
+ */
+export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promise<PretrainResult> {
   const outDir = resolve(args.outDir);
+  const dirShown = shownPath(outDir);
   const configPath = join(outDir, 'config.json');
   const metricsPath = join(outDir, 'metrics.jsonl');
+  const filesPath = join(outDir, 'files.json');
+  const record = await readRunRecord(outDir);
+  let lock: RunLock | null = null;
+  const releaseOnExit = () => lock?.releaseSync();
+  const resumeHint = (extra = '') => `byol pretrain --resume ${args.outDir}${extra}`;
+
   let config: PretrainConfig;
   let resumeFrom: Awaited<ReturnType<typeof readRunCheckpoint>> | null = null;
   let resumePath: string | null = null;
+  let changed: Record<string, { from: unknown; to: unknown }> = {};
   if (args.resume) {
-    if (!existsSync(configPath)) throw new ByolError('INVALID_OPTION', `${outDir}: no run to resume (no config.json); start one without --resume`, 'resume');
-    const all = await listCheckpoints(outDir);
-    if (all.length === 0) throw new ByolError('INVALID_OPTION', `${outDir}: the run has no checkpoint yet; start it again without --resume`, 'resume');
-    resumePath = all[0]!.path;
-    resumeFrom = await readRunCheckpoint(resumePath);
-    config = resumeFrom.meta.config;
+    if (!record) throw new ByolError('INVALID_OPTION', `${dirShown}: no run to resume (no config.json of byol's); start one without --resume`, 'resume');
+    lock = await RunLock.acquire(outDir, dirShown);
+    process.on('exit', releaseOnExit);
   } else {
     if (!args.config) throw new ByolError('INVALID_OPTION', 'a config is needed to start a run', 'config');
-    if (existsSync(configPath)) throw new ByolError('INVALID_OPTION', `${outDir} already holds a run; continue it with --resume or choose another --out`, 'out');
-    config = args.config;
-  }
-
-  const views = runViews(config);
-  const source = limited(await openDataset(config.dataset), config.limit);
-  const [h, w, c] = source.imageShape;
-  if (c !== views.channels) {
-    throw new ByolError('INVALID_OPTION', `--preset ${config.preset} takes ${views.channels}-channel images; ${source.name} has ${c} (use --preset ${c === 1 ? 'grey' : 'cifar or imagenet'})`, 'preset');
-  }
-  if (source.length < config.batchSize) throw new ByolError('INVALID_OPTION', `--batch ${config.batchSize} is larger than the dataset (${source.length} images)`, 'batch');
-  const stepsPerEpoch = batchCount(source.length, config.batchSize, true);
-  const totalSteps = stepsPerEpoch * config.epochs;
-  const encoderModel = await encoderModelFor(config, resumeFrom?.meta.encoderTopology ?? null);
-  const encoderTopology: unknown = encoderModel ? encoderModel.toJSON(null, false) : null;
-  const learner = new Byol(learnerOptions(config, stepsPerEpoch, encoderModel));
-  const sampler = new ViewSampler(views, { seed: config.seed + 1 });
-  const input = evalInputOf(views);
-  const knnSets = await openKnnSets(config);
-  let step = 0;
-
-  try {
-    if (resumeFrom) {
-      if (resumeFrom.meta.stepsPerEpoch !== stepsPerEpoch) {
-        throw new ByolError('INVALID_STATE', `${resumePath}: written with ${resumeFrom.meta.stepsPerEpoch} steps per epoch, the dataset now gives ${stepsPerEpoch}`, resumePath!);
+    if (record) {
+      const holder = await runLockHolder(outDir);
+      if (holder) throw inUseError(dirShown, holder);
+      const all = await listCheckpoints(outDir);
+      if (all.length > 0) {
+        throw new ByolError('OUTPUT_EXISTS', `${dirShown} already holds a run (newest checkpoint: step ${all[0]!.step}); continue it with ${resumeHint()}, or choose another --out`, 'out');
       }
+    }
+  }
+
+  let learner: Byol | null = null;
+  let source: ImageSource | null = null;
+  let knnSets: EvalSets | null = null;
+  try {
+    if (args.resume) {
+      for (const dir of [outDir, join(outDir, CHECKPOINT_DIR)]) for (const f of await removeStaleTemporaries(dir)) hooks.log(`removed ${f}, left by a write that was killed`);
+      let firstError: unknown = null;
+      for (const c of await listCheckpoints(outDir)) {
+        try {
+          resumeFrom = await readRunCheckpoint(c.path);
+          resumePath = c.path;
+          break;
+        } catch (e) {
+          // A damaged file (not one from a newer byol): fall back to the one before, saying so.
+          if (!(e instanceof ByolError) || e.code !== 'INVALID_STATE' || /newer byol/.test(e.message)) throw e;
+          firstError ??= e;
+          hooks.log(`${e.message.split('\n')[0]}; trying the checkpoint before it`);
+        }
+      }
+      if (!resumeFrom && firstError) throw firstError;
+      ({ config, changed } = applyChanges(resumeFrom ? resumeFrom.meta.config : resolvePretrainConfig(legacyConfig(record!.run)), args.changes));
+      if (!resumeFrom) hooks.log(`${dirShown}: no checkpoint yet, so the run starts over from step 0 with its saved config`);
+    } else {
+      config = args.config!;
+    }
+
+    // Everything that can fail on bad input fails here, before anything is written.
+    const views = runViews(config);
+    let files: string[] | null = null;
+    if (resumeFrom && existsSync(filesPath)) {
+      try {
+        files = JSON.parse(await readFile(filesPath, 'utf8')) as string[];
+      } catch (e) {
+        throw new ByolError('INVALID_DATA', `${filesPath}: the run's list of image files is damaged (${(e as Error).message})`, filesPath);
+      }
+    }
+    const data = await openRunData(config, views, files, hooks.log);
+    // The run records the part it trains on (a labelled folder's `@train`), so that a resume and `eval` find it.
+    config = { ...config, dataset: data.dataset };
+    source = data.source;
+    knnSets = data.knn;
+    const [h, w, c] = source.imageShape;
+    if (c !== views.channels) {
+      throw new ByolError('INVALID_OPTION', `--preset ${config.preset} takes ${views.channels}-channel images; ${source.name} has ${c} (use --preset ${c === 1 ? 'grey' : 'cifar or imagenet'})`, 'preset');
+    }
+    if (source.length < config.batchSize) throw new ByolError('INVALID_OPTION', `--batch ${config.batchSize} is larger than the dataset (${source.length} images)`, 'batch');
+    const stepsPerEpoch = batchCount(source.length, config.batchSize, true);
+    const totalSteps = stepsPerEpoch * config.epochs;
+    if (resumeFrom && resumeFrom.meta.stepsPerEpoch !== stepsPerEpoch) {
+      throw new ByolError('INVALID_STATE', `${resumePath}: written with ${resumeFrom.meta.stepsPerEpoch} steps per epoch, the dataset now gives ${stepsPerEpoch}`, resumePath!);
+    }
+    const encoderModel = await encoderModelFor(config, resumeFrom?.meta.encoderTopology ?? null);
+    const encoderTopology: unknown = encoderModel ? encoderModel.toJSON(null, false) : null;
+    learner = new Byol(learnerOptions(config, stepsPerEpoch, encoderModel));
+    const sampler = new ViewSampler(views, { seed: config.seed + 1 });
+    const input = evalInputOf(views);
+    let step = 0;
+
+    // Now the folder: a new run claims it (new, empty, or --overwrite beside the user's files) and takes the lock.
+    if (!args.resume) {
+      if (record) hooks.log(`${dirShown} holds a run that stopped before its first checkpoint: starting it over with these options`);
+      else await OutputDir.claim(args.outDir, { kind: 'run', names: [...RUN_FILES], ...(args.overwrite ? { overwrite: true } : {}) });
+      lock = await RunLock.acquire(outDir, dirShown);
+      process.on('exit', releaseOnExit);
+      if ((await listCheckpoints(outDir)).length > 0) throw new ByolError('OUTPUT_EXISTS', `${dirShown}: another process started a run here meanwhile; choose another --out`, 'out');
+      for (const dir of [outDir, join(outDir, CHECKPOINT_DIR)]) await removeStaleTemporaries(dir);
+    }
+
+    const runRecord = (): RunRecord => ({
+      run: config,
+      dataset: { name: source!.name, images: source!.length, imageShape: [h, w, c], classes: source!.classes },
+      stepsPerEpoch,
+      totalSteps,
+      backend: args.backend,
+      views,
+      learner: { ...learner!.options, encoder: encoderModel ? config.encoder : learner!.options.encoder },
+      createdAt: new Date().toISOString(),
+    });
+    const backendLine = `backend ${describeBackend(args.backend)}${args.backendNote ? ` (${args.backendNote})` : ''}`;
+    const changeLine = Object.entries(changed).map(([k, v]) => `${k} ${JSON.stringify(v.from)} → ${JSON.stringify(v.to)}`).join(', ');
+    let knnRecords: MetricsRecord[] = [];
+    if (resumeFrom) {
       learner.setState(resumeFrom.state);
       sampler.setRngState(resumeFrom.meta.viewRng);
       step = resumeFrom.meta.step;
-      // Metrics past the checkpoint belong to steps that will run again.
-      const kept = existsSync(metricsPath)
-        ? (await readFile(metricsPath, 'utf8')).split('\n').filter((l) => l.trim() !== '' && (JSON.parse(l) as MetricsRecord).step <= step)
-        : [];
-      await writeFileAtomic(metricsPath, kept.map((l) => `${l}\n`).join(''));
-      hooks.log(`resuming ${outDir} at step ${step}/${totalSteps} (epoch ${Math.floor(step / stepsPerEpoch) + 1}) from ${resumePath}`);
+      const kept = await metricsToKeep(metricsPath, step, hooks.log);
+      knnRecords = kept.records.filter((r) => r.type === 'knn');
+      await writeFileAtomic(metricsPath, kept.lines.map((l) => `${l}\n`).join(''));
+      const resumes = [...(record!.resumes ?? []), { step, at: new Date().toISOString(), backend: args.backend, changed }];
+      await writeFileAtomic(configPath, `${JSON.stringify({ ...record, run: config, resumes }, null, 2)}\n`);
+      hooks.log(`resuming ${dirShown} at step ${step}/${totalSteps} (epoch ${Math.min(config.epochs, Math.floor(step / stepsPerEpoch) + 1)}) from ${shownPath(resumePath!)}; ${backendLine}`);
+      if (changeLine) hooks.log(`changed: ${changeLine} (recorded in config.json)`);
+      if (data.files && files && source.name.startsWith('folder:')) {
+        const now = await openRunData({ ...config, limit: null }, views, null, () => undefined).catch(() => null);
+        if (now) {
+          const known = new Set(files);
+          const added = (now.files ?? []).filter((f) => !known.has(f)).length;
+          if (added > 0) hooks.log(`${added === 1 ? '1 image' : `${added} images`} added to the folder since the run started ${added === 1 ? 'is' : 'are'} not used (a run keeps its files); start a new run to train on them`);
+          await Promise.all([now.source.close(), now.knn?.bank.close(), now.knn?.test.close()]);
+        }
+      }
     } else {
-      await mkdir(join(outDir, CHECKPOINT_DIR), { recursive: true });
-      const record = {
-        run: config,
-        dataset: { name: source.name, images: source.length, imageShape: [h, w, c], classes: source.classes },
-        stepsPerEpoch,
-        totalSteps,
-        backend: args.backend,
-        views,
-        learner: { ...learner.options, encoder: encoderModel ? config.encoder : learner.options.encoder },
-        createdAt: new Date().toISOString(),
-      };
-      await writeFileAtomic(configPath, `${JSON.stringify(record, null, 2)}\n`);
+      const fresh = args.resume && record ? { ...runRecord(), resumes: [...(record.resumes ?? []), { step: 0, at: new Date().toISOString(), backend: args.backend, changed }] } : runRecord();
+      await writeFileAtomic(configPath, `${JSON.stringify(fresh, null, 2)}\n`);
       await writeFileAtomic(metricsPath, '');
-      hooks.log(`run ${shownPath(outDir)}: ${source.name}, ${source.length} images, ${config.epochs} epoch${config.epochs === 1 ? '' : 's'} × ${stepsPerEpoch} steps of ${config.batchSize}; backend ${args.backend}`);
+      if (data.files) await writeFileAtomic(filesPath, JSON.stringify(data.files));
+      const images = `${source.length} images, ${config.epochs} epoch${config.epochs === 1 ? '' : 's'} × ${stepsPerEpoch} steps of ${config.batchSize}`;
+      hooks.log(`run ${dirShown}: ${source.name}, ${images}; ${backendLine}`);
+      if (changeLine) hooks.log(`changed: ${changeLine} (recorded in config.json)`);
     }
+    if (data.knnNote) hooks.log(data.knnNote);
 
     // The newest checkpoint on disk: the one resumed from, until this process writes one.
     let lastCheckpoint: string | null = resumePath;
+    let lastCheckpointStep = resumeFrom ? step : -1;
+    const stoppedAt = () => `the run stopped at step ${step}; ${lastCheckpoint ? `its last checkpoint is ${shownPath(lastCheckpoint)}` : 'no checkpoint was written yet'}`;
+    const wrapWrite = (e: unknown, what: string): unknown =>
+      e instanceof ByolError && e.code === 'WRITE_FAILED'
+        ? new ByolError('WRITE_FAILED', `${e.message.replace(e.option ?? '', shownPath(e.option ?? ''))} (${what}); ${stoppedAt()}; make room, then continue with ${resumeHint()}`, e.option)
+        : isFsError(e)
+          ? writeFailed(e.path ?? outDir, e, what, `${stoppedAt()}; continue with ${resumeHint()}`)
+          : e;
     const writeCheckpoint = async (): Promise<string> => {
-      const state = await learner.getState();
+      const state = await learner!.getState();
       if (!allFinite(state)) {
-        throw new ByolError('TRAINING_DIVERGED', `the weights are no longer finite at step ${step}; stopped without saving${lastCheckpoint ? `; last good checkpoint: ${lastCheckpoint}` : ''}`);
+        throw new ByolError(
+          'TRAINING_DIVERGED',
+          `the weights are no longer finite at step ${step}; stopped without saving. ${lastCheckpoint ? `${shownPath(lastCheckpoint)} is the last good checkpoint` : 'No checkpoint was written yet'}; ` +
+            `continue with a lower learning rate: ${resumeHint(` --lr ${short(learner!.options.baseLearningRate / 2)}`)}`,
+        );
       }
-      const meta: CheckpointMeta = { byolRun: 1, config, step, stepsPerEpoch, viewRng: sampler.rngState, encoderTopology, savedAt: new Date().toISOString() };
+      const meta: CheckpointMeta = { byolRun: 1, config, step, stepsPerEpoch, viewRng: sampler.rngState, encoderTopology, backend: args.backend, savedAt: new Date().toISOString() };
       const path = join(outDir, CHECKPOINT_DIR, checkpointName(step));
-      await saveCheckpoint(path, state, meta);
-      await pruneCheckpoints(outDir, config.keep);
+      try {
+        await saveCheckpoint(path, state, meta);
+        await pruneCheckpoints(outDir, config.keep);
+      } catch (e) {
+        throw wrapWrite(e, `checkpoint of step ${step}`);
+      }
       lastCheckpoint = path;
+      lastCheckpointStep = step;
       return path;
     };
     const every = config.checkpointEvery ?? stepsPerEpoch;
-    const append = (r: MetricsRecord) => appendFile(metricsPath, `${JSON.stringify(r)}\n`);
+    const append = async (r: MetricsRecord) => {
+      try {
+        await appendFile(metricsPath, `${JSON.stringify(r)}\n`);
+      } catch (e) {
+        throw wrapWrite(e, 'metrics.jsonl');
+      }
+    };
     let knn: number | null = null;
-    const evaluate = async (epoch: number) => {
-      if (!knnSets) return;
+    const shouldStop = () => hooks.shouldStop?.() ?? false;
+    const stopNow = async (): Promise<PretrainResult> => {
+      if (lastCheckpointStep !== step) await writeCheckpoint();
+      hooks.log(`stopped at step ${step}/${totalSteps}; checkpoint ${lastCheckpoint ? shownPath(lastCheckpoint) : 'none'}; continue with: ${resumeHint()}`);
+      return { status: 'stopped', step, totalSteps, checkpoint: lastCheckpoint, knn };
+    };
+    const evaluationDue = (s: number) => s > 0 && s % stepsPerEpoch === 0 && (s === totalSteps || (config.knnEvery > 0 && (s / stepsPerEpoch) % config.knnEvery === 0));
+    /** kNN after an epoch; false when a stop request interrupted it (nothing of it is kept). */
+    const evaluate = async (): Promise<boolean> => {
+      if (!knnSets) return true;
+      const epoch = step / stepsPerEpoch;
       const t0 = Date.now();
-      knn = await knnOf((x) => learner.embed(x), knnSets, input, config);
-      await append({ type: 'knn', step, epoch: epoch + 1, top1: knn, bank: Math.min(config.knnBank, knnSets.bank.length), test: Math.min(config.knnTest, knnSets.test.length) });
-      hooks.log(`epoch ${epoch + 1}: kNN top-1 ${(100 * knn).toFixed(2)} % (k=${config.knnK}, T=${config.knnTemperature}; ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+      try {
+        knn = await knnOf((x) => learner!.embed(x), knnSets, input, config, shouldStop);
+      } catch (e) {
+        if (e instanceof StopRequested) return false;
+        throw e;
+      }
+      await append({ type: 'knn', step, epoch, top1: knn, bank: Math.min(config.knnBank, knnSets.bank.length), test: Math.min(config.knnTest, knnSets.test.length) });
+      hooks.log(`epoch ${epoch}: kNN top-1 ${(100 * knn).toFixed(2)} % (k=${config.knnK}, T=${config.knnTemperature}; ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+      return true;
     };
 
+    // A resume at an epoch's end whose evaluation was interrupted runs it first.
+    if (resumeFrom && evaluationDue(step) && !knnRecords.some((r) => r.step === step)) {
+      if (!(await evaluate())) return await stopNow();
+    }
     const started = Date.now();
     const firstStep = step;
     while (step < totalSteps) {
       const epoch = Math.floor(step / stepsPerEpoch);
       const startBatch = step % stepsPerEpoch;
-      for await (const batch of batches(source, { batchSize: config.batchSize, seed: config.seed, epoch, dropLast: true, startBatch })) {
+      const order = batches(source, { batchSize: config.batchSize, seed: config.seed, epoch, dropLast: true, startBatch });
+      for (;;) {
+        let next: IteratorResult<ImageBatch, void>;
+        try {
+          next = await order.next();
+        } catch (e) {
+          if (e instanceof ByolError && e.code === 'INVALID_DATA') {
+            throw new ByolError('INVALID_DATA', `${e.message}; ${stoppedAt()}; fix or restore the file and continue with ${resumeHint()}, or leave such files out: ${resumeHint(' --skip-bad')}`, e.option);
+          }
+          throw e;
+        }
+        if (next.done) break;
+        const batch = next.value;
+        if (batch.shape[0] < 2) throw new ByolError('INVALID_DATA', `${source.name}: a batch kept ${batch.shape[0]} readable image(s) of ${config.batchSize}; ${stoppedAt()}`, source.name);
         const x = tf.tensor4d(batch.images, [...batch.shape], 'int32');
         const [v1, v2] = sampler.views(x);
         x.dispose();
@@ -198,7 +434,8 @@ export async function pretrain(args: { outDir: string; config?: PretrainConfig; 
         if (!Number.isFinite(r.loss)) {
           throw new ByolError(
             'TRAINING_DIVERGED',
-            `loss became ${r.loss} at step ${r.step} (epoch ${epoch + 1}); stopped. ${lastCheckpoint ? `${shownPath(lastCheckpoint)} is the last good checkpoint` : 'No checkpoint was written yet'}; lower --lr or raise --warmup-epochs`,
+            `loss became ${r.loss} at step ${r.step} (epoch ${epoch + 1}); stopped. ${lastCheckpoint ? `${shownPath(lastCheckpoint)} is the last good checkpoint` : 'No checkpoint was written yet'}; ` +
+              `continue with a lower learning rate: ${resumeHint(` --lr ${short(learner.options.baseLearningRate / 2)}`)}${lastCheckpoint ? '' : ' (starts over from step 0)'}, or raise --warmup-epochs`,
           );
         }
         step = r.step;
@@ -206,20 +443,17 @@ export async function pretrain(args: { outDir: string; config?: PretrainConfig; 
         const imagesPerSecond = ((step - firstStep) * config.batchSize) / Math.max(elapsed, 1e-3);
         await append({ type: 'step', step, epoch: epoch + 1, loss: r.loss, tau: r.tau, lr: r.learningRate, collapse: r.collapse, imagesPerSecond, elapsed });
         hooks.onStep?.(r, { epoch, totalSteps, stepsPerEpoch, imagesPerSecond, etaSeconds: ((totalSteps - step) * config.batchSize) / Math.max(imagesPerSecond, 1e-9) });
-        const stop = hooks.shouldStop?.() ?? false;
-        if (step % every === 0 || step === totalSteps || stop) await writeCheckpoint();
-        if (stop) {
-          hooks.log(`stopped at step ${step}/${totalSteps}; checkpoint ${lastCheckpoint}; continue with: byol pretrain --resume ${args.outDir}`);
-          return { status: 'stopped', step, totalSteps, checkpoint: lastCheckpoint, knn };
-        }
+        if (step % every === 0 || step === totalSteps) await writeCheckpoint();
+        if (shouldStop()) return await stopNow();
       }
-      const done = Math.floor(step / stepsPerEpoch);
-      if (step === totalSteps || (config.knnEvery > 0 && done % config.knnEvery === 0)) await evaluate(done - 1);
+      if (evaluationDue(step) && !(await evaluate())) return await stopNow();
     }
     return { status: 'done', step, totalSteps, checkpoint: lastCheckpoint, knn };
   } finally {
-    learner.dispose();
-    await source.close();
+    learner?.dispose();
+    await source?.close();
     if (knnSets) await Promise.all([knnSets.bank.close(), knnSets.test.close()]);
+    await lock?.release();
+    process.off('exit', releaseOnExit);
   }
 }
