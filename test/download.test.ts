@@ -150,3 +150,37 @@ test('downloadDataset writes only into a folder of its own: a cache folder of ot
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('extractTarGz streams: a 300 MB entry unpacks in little memory (STL-10\'s archive holds 2.6 GB, over readFile\'s limit)', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { createWriteStream, statSync: stat } = await import('node:fs');
+  const { createGzip } = await import('node:zlib');
+  const { pipeline } = await import('node:stream/promises');
+  const dir = mkdtempSync(join(tmpdir(), 'byol-dl-'));
+  try {
+    const size = 300 * 1024 * 1024;
+    const archive = join(dir, 'big.tar.gz');
+    // The archive is written as a stream too: a header, 300 MB of a repeating pattern, the end blocks.
+    async function* tarStream() {
+      const header = tar({ 'folder/big.bin': Buffer.alloc(0) }).subarray(0, 512);
+      header.write(size.toString(8).padStart(11, '0') + '\0', 124);
+      header.write('        ', 148);
+      let sum = 0;
+      for (const b of header) sum += b;
+      header.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+      yield header;
+      const block = Buffer.from(Array.from({ length: 1 << 20 }, (_, i) => i % 251));
+      for (let i = 0; i < size / block.length; i++) yield block;
+      yield Buffer.alloc(1024);
+    }
+    await pipeline(tarStream, createGzip({ level: 1 }), createWriteStream(archive));
+    const script = `import('${new URL('../src/data/download.js', import.meta.url).href}').then(async (m) => { await m.extractTarGz(${JSON.stringify(archive)}, ${JSON.stringify(join(dir, 'out'))}); console.log(process.resourceUsage().maxRSS); })`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const peakMiB = Number(r.stdout.trim()) / 1024;
+    assert.equal(stat(join(dir, 'out', 'big.bin')).size, size);
+    assert.ok(peakMiB < 200, `peak resident memory ${peakMiB.toFixed(0)} MiB while unpacking 300 MiB`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -4,9 +4,10 @@ import { open, rename, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import { basename, dirname, join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { createGunzip } from 'node:zlib';
 import { ByolError } from '../errors.js';
-import { ensureDir } from '../io/fs.js';
+import { temporaryName, trackTemporary } from '../io/atomic.js';
+import { ensureDir, isFsError, writeFailed } from '../io/fs.js';
 import { OutputDir } from '../io/output.js';
 
 export interface DownloadOptions {
@@ -183,34 +184,134 @@ function legacyDownload(files: readonly DatasetFile[]) {
  */
 export async function extractTarGz(archive: string, dir: string, options: { overwrite?: boolean } = {}): Promise<string[]> {
   const out = await OutputDir.claim(dir, { kind: 'download', names: [], ...(options.overwrite ? { overwrite: true } : {}) });
-  const { readFile } = await import('node:fs/promises');
-  let tar: Buffer;
+  // Streamed: STL-10's archive unpacks to 2.6 GB, over what one Buffer (and readFile) can hold.
+  const file = createReadStream(archive);
+  const reader = new TarReader(file.pipe(createGunzip()), archive);
   try {
-    tar = gunzipSync(await readFile(archive));
-  } catch (e) {
-    throw new ByolError('INVALID_DATA', `${archive}: not a gzip archive (${(e as Error).message})`, archive);
+    return await extractEntries(reader, archive, dir, out);
+  } finally {
+    file.destroy();
   }
+}
+
+async function extractEntries(reader: TarReader, archive: string, dir: string, out: OutputDir): Promise<string[]> {
   const written: string[] = [];
-  for (let at = 0; at + 512 <= tar.length; ) {
-    const header = tar.subarray(at, at + 512);
-    if (header.every((b) => b === 0)) break;
+  for (;;) {
+    const entry = await reader.next();
+    if (!entry) break;
+    const { name, size, type } = entry;
+    if (type !== '0' && type !== '\0') {
+      await reader.skip(size);
+      continue;
+    }
+    if (name.split('/').includes('..') || name.startsWith('/')) {
+      throw new ByolError('INVALID_DATA', `${archive}: refusing the unsafe entry name ${JSON.stringify(name)}`, archive);
+    }
+    const file = basename(name);
+    const dest = join(dir, file);
+    if (out.owns(file) && (await sizeOf(dest)) === size) await reader.skip(size);
+    else {
+      await out.adopt(file);
+      const tmp = temporaryName(dest);
+      const release = trackTemporary(tmp);
+      try {
+        const handle = await open(tmp, 'wx');
+        try {
+          await reader.copy(size, (chunk) => handle.write(chunk).then(() => undefined));
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        await rename(tmp, dest);
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw isFsError(e) ? writeFailed(dest, e, 'extract', 'nothing was replaced') : e;
+      } finally {
+        release();
+      }
+    }
+    written.push(dest);
+  }
+  return written;
+}
+
+/** A tar archive read from a stream, entry by entry: headers, then each entry's bytes copied or skipped. */
+class TarReader {
+  private buffered: Buffer[] = [];
+  private length = 0;
+  private readonly chunks: AsyncIterator<Buffer>;
+  private ended = false;
+
+  constructor(stream: NodeJS.ReadableStream, private readonly archive: string) {
+    this.chunks = (stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  }
+
+  /** Reads until at least `n` bytes are buffered (or the stream ends); false when it ended short. */
+  private async fill(n: number): Promise<boolean> {
+    while (this.length < n && !this.ended) {
+      let r: IteratorResult<Buffer>;
+      try {
+        r = await this.chunks.next();
+      } catch (e) {
+        throw new ByolError('INVALID_DATA', `${this.archive}: not a readable gzip archive (${(e as Error).message})`, this.archive);
+      }
+      if (r.done) this.ended = true;
+      else {
+        this.buffered.push(r.value);
+        this.length += r.value.length;
+      }
+    }
+    return this.length >= n;
+  }
+
+  /** Takes up to `n` buffered bytes (at least one, if any is buffered). */
+  private take(n: number): Buffer {
+    const first = this.buffered[0]!;
+    const part = first.length <= n ? first : first.subarray(0, n);
+    if (part === first) this.buffered.shift();
+    else this.buffered[0] = first.subarray(n);
+    this.length -= part.length;
+    return part;
+  }
+
+  /** The next entry's header, or null at the end of the archive. */
+  async next(): Promise<{ name: string; size: number; type: string } | null> {
+    if (!(await this.fill(512))) {
+      if (this.length === 0) return null;
+      throw new ByolError('INVALID_DATA', `${this.archive}: truncated tar header`, this.archive);
+    }
+    const parts: Buffer[] = [];
+    for (let need = 512; need > 0; ) {
+      const p = this.take(need);
+      parts.push(p);
+      need -= p.length;
+    }
+    const header = Buffer.concat(parts);
+    if (header.every((b) => b === 0)) return null;
     const field = (from: number, len: number) => header.subarray(from, from + len).toString('utf8').replace(/\0.*$/s, '');
     const prefix = field(345, 155);
     const name = (prefix ? `${prefix}/` : '') + field(0, 100);
     const size = parseInt(field(124, 12).trim() || '0', 8);
-    const type = String.fromCharCode(header[156]!);
-    if (!Number.isFinite(size) || at + 512 + size > tar.length) {
-      throw new ByolError('INVALID_DATA', `${archive}: truncated tar entry ${JSON.stringify(name)}`, archive);
-    }
-    if ((type === '0' || type === '\0') && size >= 0) {
-      if (name.split('/').includes('..') || name.startsWith('/')) {
-        throw new ByolError('INVALID_DATA', `${archive}: refusing the unsafe entry name ${JSON.stringify(name)}`, archive);
-      }
-      const dest = join(dir, basename(name));
-      if (!out.owns(basename(name)) || (await sizeOf(dest)) !== size) await out.write(basename(name), tar.subarray(at + 512, at + 512 + size));
-      written.push(dest);
-    }
-    at += 512 + Math.ceil(size / 512) * 512;
+    if (!Number.isFinite(size) || size < 0) throw new ByolError('INVALID_DATA', `${this.archive}: bad size in the tar entry ${JSON.stringify(name)}`, this.archive);
+    return { name, size, type: String.fromCharCode(header[156]!) };
   }
-  return written;
+
+  /** Passes the entry's `size` bytes to `sink`, then skips its padding to the next 512-byte block. */
+  async copy(size: number, sink: (chunk: Buffer) => Promise<void>): Promise<void> {
+    for (let left = size; left > 0; ) {
+      if (!(await this.fill(1))) throw new ByolError('INVALID_DATA', `${this.archive}: truncated tar entry (${left} of ${size} bytes missing)`, this.archive);
+      const chunk = this.take(left);
+      left -= chunk.length;
+      await sink(chunk);
+    }
+    const pad = (512 - (size % 512)) % 512;
+    for (let left = pad; left > 0; ) {
+      if (!(await this.fill(1))) return;
+      left -= this.take(left).length;
+    }
+  }
+
+  skip(size: number): Promise<void> {
+    return this.copy(size, async () => undefined);
+  }
 }
