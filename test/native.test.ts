@@ -310,3 +310,35 @@ test('bf16 mode: convolutions, their gradients and matrix products within bf16 p
   });
   await useBackend('cpu');
 });
+
+test('the primitive cache is bounded: 200 distinct shapes keep at most its limits, and resident memory stops growing', { skip }, async () => {
+  const { spawnSync } = await import('node:child_process');
+  // In a process of its own, so that resident memory is this test's alone. Each shape gets a conv with a
+  // 3×3×256×256 filter (2.4 MB, reordered into a buffer kept with the primitive) on an input 1×1×W×256.
+  const script = `
+    const { loadNativeAddon } = await import(${JSON.stringify(new URL('../src/node.js', import.meta.url).href)});
+    const a = loadNativeAddon();
+    const rss = () => process.memoryUsage().rss / 2 ** 20;
+    const w = new Float32Array(3 * 3 * 256 * 256).fill(0.01);
+    const out = { after: [], stats: [] };
+    for (let width = 1; width <= 200; width++) {
+      const x = new Float32Array(width * 256).fill(1), y = new Float32Array(width * 256);
+      a.conv2dForward(x, w, y, [1, 1, width, 256], [3, 3, 256, 256], [1, 1, width, 256], [1, 1], [1, 1], [1, 1], [1, 1]);
+      if (width === 40 || width === 200) { out.after.push(rss()); out.stats.push(a.cacheStats()); }
+    }
+    console.log(JSON.stringify(out));`;
+  const run = (env: Record<string, string>) => {
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { after: number[]; stats: { entries: number; bytes: number; limit: number; byteLimit: number }[] };
+  };
+  const bounded = run({ BYOL_NATIVE_CACHE: '16', BYOL_NATIVE_CACHE_MB: '64' });
+  assert.deepEqual(bounded.stats.map((s) => [s.limit, s.byteLimit]), [[16, 64 << 20], [16, 64 << 20]]);
+  for (const s of bounded.stats) assert.ok(s.entries <= 16 && s.bytes <= 64 << 20, JSON.stringify(s));
+  const growth = bounded.after[1]! - bounded.after[0]!;
+  assert.ok(growth < 60, `resident memory grew ${growth.toFixed(0)} MiB over the last 160 shapes`);
+  // Without a bound the same shapes keep every buffer (measured: 472 MB, resident memory +425 MiB).
+  const open = run({ BYOL_NATIVE_CACHE: '100000', BYOL_NATIVE_CACHE_MB: '100000' });
+  assert.equal(open.stats[1]!.entries, 200);
+  assert.ok(open.stats[1]!.bytes > 200 * 2e6, `${open.stats[1]!.bytes} bytes kept without a bound`);
+});

@@ -8,7 +8,9 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <list>
 #include <unordered_map>
+#include <unistd.h>
 #include <type_traits>
 #include <vector>
 #include <algorithm>
@@ -114,6 +116,80 @@ struct CachedConv {
   // Buffers for converted inputs, allocated on first use and kept with the primitive: calls run one at a time, and a
   // fresh multi-megabyte buffer per call costs page faults (at batch 256 they made bf16 slower than fp32).
   memory wBuf, in1Buf, in2Buf;
+  size_t bytes = 0;  // of those buffers, as last counted
+};
+
+size_t BufferBytes(const CachedConv& c) {
+  size_t n = 0;
+  for (const memory* m : {&c.wBuf, &c.in1Buf, &c.in2Buf})
+    if (*m) n += m->get_desc().get_size();
+  return n;
+}
+
+size_t EnvSize(const char* name, size_t fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  unsigned long long x = std::strtoull(v, &end, 10);
+  return end && *end == '\0' ? size_t(x) : fallback;
+}
+
+// Primitives by shape, least recently used out first: a process that meets many shapes (evaluation chunks, last
+// partial batches, images of many sizes) keeps at most `limit` primitives and `byteLimit` bytes of their conversion
+// buffers, instead of one set per shape for its whole life. A training step's shapes recur every step, so the
+// defaults (512 primitives; a quarter of the machine's memory) hold a whole step of the largest built-in encoders.
+class PrimitiveCache {
+ public:
+  PrimitiveCache() {
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+    size_t quarter = pages > 0 && size > 0 ? size_t(pages) * size_t(size) / 4 : size_t(4) << 30;
+    limit_ = std::max<size_t>(1, EnvSize("BYOL_NATIVE_CACHE", 512));
+    byteLimit_ = EnvSize("BYOL_NATIVE_CACHE_MB", quarter >> 20) << 20;
+    // oneDNN keeps primitives (their JIT code, scratchpads) in a cache of its own too: the same bound.
+    dnnl::set_primitive_cache_capacity(int(std::min<size_t>(limit_, 1 << 30)));
+  }
+  // The entry for `key`, marked most recently used; null when absent.
+  CachedConv* Find(const std::string& key) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return nullptr;
+    order_.splice(order_.begin(), order_, it->second);
+    return &it->second->second;
+  }
+  CachedConv* Insert(const std::string& key, CachedConv entry) {
+    order_.emplace_front(key, std::move(entry));
+    index_[key] = order_.begin();
+    Evict(&order_.front().second);
+    return &order_.front().second;
+  }
+  // After a call that may have allocated `used`'s buffers: counts them, then evicts the least recently used others.
+  void Account(CachedConv* used) {
+    size_t now = BufferBytes(*used);
+    bytes_ += now - used->bytes;
+    used->bytes = now;
+    Evict(used);
+  }
+  void SetLimits(size_t entries, size_t bytes) {
+    limit_ = std::max<size_t>(1, entries);
+    byteLimit_ = bytes;
+    dnnl::set_primitive_cache_capacity(int(std::min<size_t>(limit_, 1 << 30)));
+    Evict(order_.empty() ? nullptr : &order_.front().second);
+  }
+  size_t Size() const { return order_.size(); }
+  size_t Bytes() const { return bytes_; }
+  size_t Limit() const { return limit_; }
+  size_t ByteLimit() const { return byteLimit_; }
+
+ private:
+  void Evict(const CachedConv* keep) {
+    while (!order_.empty() && (order_.size() > limit_ || bytes_ > byteLimit_) && &order_.back().second != keep) {
+      bytes_ -= order_.back().second.bytes;
+      index_.erase(order_.back().first);
+      order_.pop_back();
+    }
+  }
+  std::list<std::pair<std::string, CachedConv>> order_;
+  std::unordered_map<std::string, std::list<std::pair<std::string, CachedConv>>::iterator> index_;
+  size_t bytes_ = 0, limit_ = 512, byteLimit_ = 0;
 };
 
 // `user` as the primitive wants it: itself when the descriptions agree, else converted (layout or bf16) into `buf`.
@@ -123,7 +199,7 @@ memory As(const memory::desc& want, const memory& user, memory& buf) {
   dnnl::reorder(user, buf).execute(Stream(), const_cast<memory&>(user), buf);
   return buf;
 }
-std::unordered_map<std::string, CachedConv> cache;
+PrimitiveCache cache;
 
 // conv2dForward(x, w, y, xShape, wShape, yShape, strides, dilations, padTL, padBR)
 Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
@@ -132,16 +208,17 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   float* w = Data(info[1], Prod(g.w), "filter");
   float* y = Data(info[2], Prod(g.y), "y");
   std::string key = g.Key("fwd");
-  auto it = cache.find(key);
-  if (it == cache.end()) {
+  CachedConv* c = cache.Find(key);
+  if (!c) {
     auto pd = ForwardPd(g);
-    it = cache.emplace(key, CachedConv{dnnl::convolution_forward(pd), pd.weights_desc(), pd.src_desc(), {}}).first;
+    c = cache.Insert(key, CachedConv{dnnl::convolution_forward(pd), pd.weights_desc(), pd.src_desc(), {}});
   }
   memory src(g.Src(), Engine(), x), dst(g.Dst(), Engine(), y), wu(g.UserWeights(), Engine(), w);
-  memory wm = As(it->second.weights, wu, it->second.wBuf);
-  memory sm = As(it->second.in1, src, it->second.in1Buf);
-  it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}});
+  memory wm = As(c->weights, wu, c->wBuf);
+  memory sm = As(c->in1, src, c->in1Buf);
+  c->prim.execute(Stream(), {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}});
   Stream().wait();
+  cache.Account(c);
   return info.Env().Undefined();
 }
 
@@ -152,18 +229,19 @@ Napi::Value Conv2dBackpropInput(const Napi::CallbackInfo& info) {
   float* w = Data(info[1], Prod(g.w), "filter");
   float* dx = Data(info[2], Prod(g.x), "dx");
   std::string key = g.Key("bwd_data");
-  auto it = cache.find(key);
-  if (it == cache.end()) {
+  CachedConv* c = cache.Find(key);
+  if (!c) {
     dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, g.Src(), g.AnyWeights(Low()), g.Dst(Low()),
                                             g.Strides(), g.Dil(), g.PadL(), g.PadR());
     dnnl::convolution_backward_data::primitive_desc pd(d, Engine(), ForwardPd(g));
-    it = cache.emplace(key, CachedConv{dnnl::convolution_backward_data(pd), pd.weights_desc(), pd.diff_dst_desc(), {}}).first;
+    c = cache.Insert(key, CachedConv{dnnl::convolution_backward_data(pd), pd.weights_desc(), pd.diff_dst_desc(), {}});
   }
   memory ddst(g.Dst(), Engine(), dy), dsrc(g.Src(), Engine(), dx), wu(g.UserWeights(), Engine(), w);
-  memory wm = As(it->second.weights, wu, it->second.wBuf);
-  memory dm = As(it->second.in1, ddst, it->second.in1Buf);
-  it->second.prim.execute(Stream(), {{DNNL_ARG_DIFF_DST, dm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dsrc}});
+  memory wm = As(c->weights, wu, c->wBuf);
+  memory dm = As(c->in1, ddst, c->in1Buf);
+  c->prim.execute(Stream(), {{DNNL_ARG_DIFF_DST, dm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dsrc}});
   Stream().wait();
+  cache.Account(c);
   return info.Env().Undefined();
 }
 
@@ -174,25 +252,26 @@ Napi::Value Conv2dBackpropFilter(const Napi::CallbackInfo& info) {
   float* dy = Data(info[1], Prod(g.y), "dy");
   float* dw = Data(info[2], Prod(g.w), "dw");
   std::string key = g.Key("bwd_weights");
-  auto it = cache.find(key);
-  if (it == cache.end()) {
+  CachedConv* c = cache.Find(key);
+  if (!c) {
     dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.Src(Low()), g.AnyWeights(), g.Dst(Low()),
                                                g.Strides(), g.Dil(), g.PadL(), g.PadR());
     dnnl::convolution_backward_weights::primitive_desc pd(d, Engine(), ForwardPd(g));
-    it = cache.emplace(key, CachedConv{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.src_desc(), pd.diff_dst_desc()}).first;
+    c = cache.Insert(key, CachedConv{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.src_desc(), pd.diff_dst_desc()});
   }
   memory src0(g.Src(), Engine(), x), ddst0(g.Dst(), Engine(), dy), user(g.UserWeights(), Engine(), dw);
-  memory src = As(it->second.in1, src0, it->second.in1Buf), ddst = As(it->second.in2, ddst0, it->second.in2Buf);
-  const memory::desc& want = it->second.weights;
+  memory src = As(c->in1, src0, c->in1Buf), ddst = As(c->in2, ddst0, c->in2Buf);
+  const memory::desc& want = c->weights;
   if (want == user.get_desc()) {
-    it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, user}});
+    c->prim.execute(Stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, user}});
   } else {
-    memory& tmp = it->second.wBuf;
+    memory& tmp = c->wBuf;
     if (!tmp) tmp = memory(want, Engine());
-    it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, tmp}});
+    c->prim.execute(Stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, tmp}});
     dnnl::reorder(tmp, user).execute(Stream(), tmp, user);
   }
   Stream().wait();
+  cache.Account(c);
   return info.Env().Undefined();
 }
 
@@ -216,16 +295,17 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   std::ostringstream key;
   key << "mm," << g_bf16 << ',' << ba << ',' << bb << ',' << m << ',' << k << ',' << n << ',' << ta << ',' << tb;
   auto low = [](const memory::desc& md) { return memory::desc(md.dims(), Low(), memory::dims{md.data.format_desc.blocking.strides, md.data.format_desc.blocking.strides + 3}); };
-  auto it = cache.find(key.str());
-  if (it == cache.end()) {
+  CachedConv* e = cache.Find(key.str());
+  if (!e) {
     dnnl::matmul::desc d(low(amd), low(bmd), cmd);
     dnnl::matmul::primitive_desc pd(d, Engine());
-    it = cache.emplace(key.str(), CachedConv{dnnl::matmul(pd), pd.weights_desc(), pd.src_desc(), {}}).first;
+    e = cache.Insert(key.str(), CachedConv{dnnl::matmul(pd), pd.weights_desc(), pd.src_desc(), {}});
   }
   memory am(amd, Engine(), a), bm(bmd, Engine(), b), cm(cmd, Engine(), c);
-  memory al = As(it->second.in1, am, it->second.in1Buf), bl = As(it->second.weights, bm, it->second.wBuf);
-  it->second.prim.execute(Stream(), {{DNNL_ARG_SRC, al}, {DNNL_ARG_WEIGHTS, bl}, {DNNL_ARG_DST, cm}});
+  memory al = As(e->in1, am, e->in1Buf), bl = As(e->weights, bm, e->wBuf);
+  e->prim.execute(Stream(), {{DNNL_ARG_SRC, al}, {DNNL_ARG_WEIGHTS, bl}, {DNNL_ARG_DST, cm}});
   Stream().wait();
+  cache.Account(e);
   return info.Env().Undefined();
 }
 
@@ -773,7 +853,25 @@ Napi::Value SetBf16(const Napi::CallbackInfo& info) {
 
 Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), omp_get_max_threads()); }
 
-Napi::Value CacheSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(cache.size())); }
+Napi::Value CacheSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(cache.Size())); }
+
+// cacheStats(): { entries, bytes, limit, byteLimit } of the primitive cache.
+Napi::Value CacheStats(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("entries", double(cache.Size()));
+  o.Set("bytes", double(cache.Bytes()));
+  o.Set("limit", double(cache.Limit()));
+  o.Set("byteLimit", double(cache.ByteLimit()));
+  return o;
+}
+
+// setCacheLimits(entries, bytes): bounds the primitive cache (evicting least recently used primitives at once).
+Napi::Value SetCacheLimits(const Napi::CallbackInfo& info) {
+  double entries = info[0].As<Napi::Number>().DoubleValue(), bytes = info[1].As<Napi::Number>().DoubleValue();
+  if (!(entries >= 1) || !(bytes >= 0)) throw Napi::RangeError::New(info.Env(), "cache limits must be entries >= 1 and bytes >= 0");
+  cache.SetLimits(size_t(entries), size_t(bytes));
+  return info.Env().Undefined();
+}
 
 // Wraps a kernel so that oneDNN's errors reach JavaScript as exceptions with its message.
 template <Napi::Value (*F)(const Napi::CallbackInfo&)>
@@ -818,6 +916,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setBf16", Napi::Function::New(env, SetBf16));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("cacheSize", Napi::Function::New(env, CacheSize));
+  exports.Set("cacheStats", Napi::Function::New(env, CacheStats));
+  exports.Set("setCacheLimits", Napi::Function::New(env, SetCacheLimits));
   exports.Set("dnnlVersion", Napi::String::New(env, std::to_string(DNNL_VERSION_MAJOR) + "." + std::to_string(DNNL_VERSION_MINOR) + "." +
                                                         std::to_string(DNNL_VERSION_PATCH)));
   return exports;

@@ -34,6 +34,10 @@ interface Addon {
   setThreads(n: number): void;
   getThreads(): number;
   cacheSize(): number;
+  /** The primitive cache: entries, bytes of conversion buffers, and their limits. */
+  cacheStats(): { entries: number; bytes: number; limit: number; byteLimit: number };
+  /** Bounds the primitive cache (least recently used out first; env BYOL_NATIVE_CACHE, BYOL_NATIVE_CACHE_MB). */
+  setCacheLimits(entries: number, bytes: number): void;
   readonly dnnlVersion: string;
 }
 
