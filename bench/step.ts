@@ -2,12 +2,14 @@
  * Benchmark: images/s of one full BYOL training step (two views, online forward and backward, target
  * forward, symmetric loss, LARS, EMA), per backend, next to PyTorch doing the same step on the same cores.
  *
- *   npm run build && node dist/bench/step.js [--steps N] [--quick] [--no-torch]
+ *   npm run build && node dist/bench/step.js [--steps N] [--quick] [--no-torch] [--only BACKEND]
  *
  * For each model — the 28×28 ConvNet at batch 64 and the CIFAR ResNet-18 at batch 64 and 256 (paper heads
  * 4096 → 256), and an MLP at batch 128 for the backends that cannot train convolutions — it prints images/s of
  * each backend and of bench/torch_step.py (Debian's python3-torch, all cores, fp32 and bf16 autocast) measured in
- * this run, right after ours, and the ratios native / PyTorch. `--quick` leaves out batch 256.
+ * this run, right after ours, and the ratios native / PyTorch. `--quick` leaves out batch 256; `--only wasm` (or cpu,
+ * native) runs one backend's rows. The wasm rows use byol's wasm kernels (src/backend.ts, src/wasm-kernels.ts) except
+ * the stock MLP row.
  */
 import { spawnSync } from 'node:child_process';
 import { loadNativeAddon } from '../src/node.js';
@@ -53,6 +55,9 @@ const cases: Case[] = [
   // The paper's heads (4096 → 256) from here on, as bench/torch_step.py.
   { model: 'ConvNet 28×28, batch 64', backend: 'wasm', fastPath: true, options: { encoder: 'convnet', batchSize: 64, totalSteps: 100 }, shape: [64, 28, 28, 1], torch: ['convnet', 64] },
   { model: 'ConvNet 28×28, batch 64', backend: 'native', fastPath: false, options: { encoder: 'convnet', batchSize: 64, totalSteps: 100 }, shape: [64, 28, 28, 1], torch: ['convnet', 64] },
+  // wasm's heap holds at most 4 GiB: batch 32 takes 3.8, batch 64 does not fit.
+  { model: 'CIFAR ResNet-18, batch 16', backend: 'wasm', fastPath: true, options: { encoder: 'resnet18-cifar', batchSize: 16, totalSteps: 100 }, shape: [16, 32, 32, 3] },
+  { model: 'CIFAR ResNet-18, batch 16', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 16, totalSteps: 100 }, shape: [16, 32, 32, 3] },
   { model: 'CIFAR ResNet-18, batch 64', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 64, totalSteps: 100 }, shape: [64, 32, 32, 3], torch: ['resnet18-cifar', 64] },
   { model: 'CIFAR ResNet-18, batch 256', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 256, totalSteps: 100 }, shape: [256, 32, 32, 3], torch: ['resnet18-cifar', 256] },
 ];
@@ -84,6 +89,7 @@ async function measure(c: Case): Promise<number> {
 }
 
 const quick = process.argv.includes('--quick');
+const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null;
 const withTorch = !process.argv.includes('--no-torch');
 
 function torchStep(model: string, batch: number, bf16: boolean): number | string {
@@ -98,8 +104,8 @@ const row = (model: string, label: string, value: string) => console.log(`${mode
 console.log(`BYOL training step, ${steps} timed steps after one warm-up; images/s (ratio to the first row of the same model)`);
 const native = loadNativeAddon() !== null;
 for (const c of cases) {
-  if (quick && c.shape[0] === 256) continue;
-  const label = `${c.backend}${c.backend === 'wasm' ? (c.fastPath ? ' + transposed-matmul fast path' : ' (stock)') : c.backend === 'native' ? ' fp32' : ''}`;
+  if ((quick && c.shape[0] === 256) || (only !== null && c.backend !== only)) continue;
+  const label = `${c.backend}${c.backend === 'wasm' ? (c.fastPath ? " + byol's wasm kernels" : ' (stock)') : c.backend === 'native' ? ' fp32' : ''}`;
   if (c.backend === 'native' && !native) {
     row(c.model, label, 'addon not built, skipped');
     continue;

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
+import { installWasmConvBackpropFilter, installWasmConvBackpropInput, installWasmFastTile } from './wasm-kernels.js';
 
 /**
  * tfjs-backend-cpu prints a banner advising tfjs-node the first time it writes a tensor under Node.
@@ -22,10 +23,14 @@ let wasmMatMulPatched = false;
  * tfjs-backend-wasm 4.22 multiplies fast only untransposed operands: with transposeA or transposeB set —
  * as in every MatMul gradient — its BatchMatMul runs 10–25× slower (measured on this project's 2-core
  * machine: 1.4 GFLOP/s against 35 for a 128×1024·1024×512 product). This wraps the kernel so that it
- * transposes such operands explicitly first, which costs one copy. Call after the wasm backend is registered;
- * calling again does nothing.
+ * transposes such operands explicitly first, which costs one copy. It also installs what training convolutions
+ * needs of the backend: Conv2DBackpropFilter (missing), and fast Conv2DBackpropInput and Tile (see wasm-kernels.ts).
+ * Call after the wasm backend is registered; calling again does nothing.
  */
 export function installWasmFastPaths(): void {
+  installWasmConvBackpropFilter();
+  installWasmConvBackpropInput();
+  installWasmFastTile();
   if (wasmMatMulPatched) return;
   const original = tf.getKernel('BatchMatMul', 'wasm');
   const transpose = tf.getKernel('Transpose', 'wasm');

@@ -43,6 +43,7 @@ export { DEFAULT_BATCH_NORM, type BatchNormConfig } from './nets/init.js';
 export { batchNorm, fusedBatchNormClass, FUSED_BN_TRAIN_KERNEL, FUSED_BN_GRAD_KERNEL } from './nets/batchnorm.js';
 export { ByolError, type ByolErrorCode } from './errors.js';
 export { silenceCpuBanner, installWasmFastPaths } from './backend.js';
+export { installWasmConvBackpropFilter, installWasmConvBackpropInput, installWasmFastTile } from './wasm-kernels.js';
 export { ViewSampler, applyView, toUnitRange, type ViewSamplerOptions } from './views/views.js';
 export {
   VIEW_PRESETS,

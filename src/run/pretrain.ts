@@ -428,6 +428,17 @@ export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promis
         let r: StepResult;
         try {
           r = await learner.step(v1, v2);
+        } catch (e) {
+          // WebAssembly's heap is at most 4 GiB, and an out-of-memory abort leaves the module unusable.
+          if (args.backend.name === 'wasm' && /^Aborted\(|memory access out of bounds|Cannot enlarge memory|out of memory/i.test((e as Error)?.message ?? '')) {
+            throw new ByolError(
+              'INVALID_OPTION',
+              `the wasm backend ran out of memory at batch ${config.batchSize} (WebAssembly holds at most 4 GiB; a CIFAR ResNet-18 step takes 3.8 GiB at batch 32); ` +
+                `${stoppedAt()}; start again with a smaller --batch, or use the native backend`,
+              'batch',
+            );
+          }
+          throw e;
         } finally {
           tf.dispose([v1, v2]);
         }
