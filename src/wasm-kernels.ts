@@ -27,6 +27,16 @@ export function setWasmConvChunk(elements: number): number {
   return previous;
 }
 
+type Shape4 = [number, number, number, number];
+
+/** The attributes both convolution gradients take (besides the shape of what they compute). */
+interface ConvGradAttrs {
+  readonly strides: [number, number] | number;
+  readonly pad: 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
+  readonly dataFormat: 'NHWC' | 'NCHW';
+  readonly dimRoundingMode?: 'floor' | 'round' | 'ceil';
+}
+
 interface WasmBackend extends tf.KernelBackend {
   readSync(dataId: tf.DataId): Float32Array;
   write(values: Float32Array, shape: number[], dtype: tf.DataType): tf.DataId;
@@ -84,15 +94,9 @@ export function installWasmConvBackpropFilter(): void {
     kernelFunc: ({ inputs, backend, attrs }) => {
       const b = backend as unknown as WasmBackend;
       const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-      const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as unknown as {
-        strides: [number, number] | number;
-        pad: 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
-        dataFormat: 'NHWC' | 'NCHW';
-        dimRoundingMode?: 'floor' | 'round' | 'ceil';
-        filterShape: [number, number, number, number];
-      };
+      const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as unknown as ConvGradAttrs & { filterShape: Shape4 };
       if (dataFormat !== 'NHWC') throw new Error(`Conv2DBackpropFilter on wasm supports NHWC only; got ${dataFormat}`);
-      const c = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filterShape, strides, 1, pad, dimRoundingMode, false, 'channelsLast');
+      const c = tf.backend_util.computeConv2DInfo(x.shape as Shape4, filterShape, strides, 1, pad, dimRoundingMode, false, 'channelsLast');
       const K = c.filterHeight * c.filterWidth * c.inChannels;
       const Co = c.outChannels;
       const perImage = c.outHeight * c.outWidth;
@@ -160,14 +164,8 @@ export function installWasmConvBackpropInput(): void {
   const kernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const b = backend as unknown as WasmBackend;
     const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
-    const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as unknown as {
-      strides: [number, number] | number;
-      pad: 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
-      dataFormat: 'NHWC' | 'NCHW';
-      dimRoundingMode?: 'floor' | 'round' | 'ceil';
-      inputShape: [number, number, number, number];
-    };
-    const c = tf.backend_util.computeConv2DInfo(inputShape, filter.shape as [number, number, number, number], strides, 1, pad, dimRoundingMode, false, 'channelsLast');
+    const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as unknown as ConvGradAttrs & { inputShape: Shape4 };
+    const c = tf.backend_util.computeConv2DInfo(inputShape, filter.shape as Shape4, strides, 1, pad, dimRoundingMode, false, 'channelsLast');
     const { filterHeight: FH, filterWidth: FW, inChannels: Ci, outChannels: Co } = c;
     const { top, bottom, left, right } = c.padInfo;
     const padding = [FH - 1 - top, FH - 1 - bottom, FW - 1 - left, FW - 1 - right];
