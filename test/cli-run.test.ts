@@ -237,7 +237,7 @@ test('CLI user errors: one line each, exit 2', { skip }, async () => {
     assert.match(r.stderr.trim(), pattern, args.join(' '));
     assert.equal(r.stderr.trim().split('\n').length, 1, `${args.join(' ')}: one line`);
   }
-  for (const cmd of ['pretrain', 'eval', 'embed', 'export', 'plot', 'demo']) {
+  for (const cmd of ['pretrain', 'eval', 'embed', 'export', 'plot', 'demo', 'doctor']) {
     const h = byol(cmd, '--help');
     assert.equal(h.status, 0);
     assert.match(h.stdout, new RegExp(`^byol ${cmd} — [\\s\\S]*Usage: byol ${cmd}[\\s\\S]*Examples:\\n  byol ${cmd}`));

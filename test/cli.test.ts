@@ -35,11 +35,63 @@ test('byol demo without the native backend falls back to wasm (MLP) with a one-l
   assert.match(forced.stderr.trim(), /^byol: option `backend`: the native addon is not built \(disabled by BYOL_NATIVE=0\); install oneDNN/);
 });
 
+test('without the native backend, pretrain trains the ConvNet on wasm (the command of issue 12, as written)', async () => {
+  const { mkdtempSync, rmSync, readdirSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'byol-wasm-'));
+  try {
+    const out = join(dir, 'run');
+    const r = runWithout('pretrain', 'fashion-mnist', '--out', out, '--limit', '256', '--epochs', '1', '--batch', '64');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /backend wasm[\s\S]*step 4\/4 [\s\S]*done: 4 steps; checkpoint \S+step-00000004\.byol; kNN top-1 \d+\.\d\d %/);
+    assert.deepEqual(readdirSync(join(out, 'checkpoints')), ['step-00000004.byol']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('the install script never fails: without oneDNN (or when told to skip) it explains and exits 0', () => {
   const script = fileURLToPath(new URL('../../scripts/build-native.mjs', import.meta.url));
   const r = spawnSync(process.execPath, [script], { encoding: 'utf8', env: { ...process.env, BYOL_SKIP_NATIVE: '1' } });
   assert.equal(r.status, 0);
   assert.match(r.stdout, /not building the native backend/);
+});
+
+test('a failed native build never fails the install: it names the oneDNN it tried and keeps the whole log in a known file', async () => {
+  const { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const repo = fileURLToPath(new URL('../../', import.meta.url));
+  // A copy of the package's build inputs, so that this failed build cannot touch the repository's own addon.
+  const dir = mkdtempSync(join(tmpdir(), 'byol-build-'));
+  try {
+    for (const p of ['package.json', 'scripts', 'native/binding.gyp', 'native/src']) cpSync(join(repo, p), join(dir, p), { recursive: true });
+    symlinkSync(join(repo, 'node_modules'), join(dir, 'node_modules'));
+    // A "oneDNN" whose header is not oneDNN: the compiler fails at once.
+    mkdirSync(join(dir, 'fake', 'include', 'oneapi', 'dnnl'), { recursive: true });
+    writeFileSync(join(dir, 'fake', 'include', 'oneapi', 'dnnl', 'dnnl.hpp'), '#error this is not oneDNN\n');
+    const r = spawnSync('npm', ['run', 'install'], { cwd: dir, encoding: 'utf8', timeout: 120_000, env: { ...process.env, DNNL_ROOT: join(dir, 'fake'), BYOL_SKIP_NATIVE: '' } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /byol: building the native backend against oneDNN from DNNL_ROOT=\S+fake/);
+    assert.match(r.stdout, new RegExp(`byol: building the native backend failed \\(.*error.*\\); wasm will be used\\. The whole build log: ${join(dir, 'native', 'build-native.log').replace(/[.]/g, '\\.')}`));
+    assert.match(readFileSync(join(dir, 'native', 'build-native.log'), 'utf8'), /this is not oneDNN/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('byol doctor: the backend and why, oneDNN and its instruction set, speed and estimates; without native, a warning naming the fix; exit 0', () => {
+  const r = run('doctor', '--seconds', '0.2', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { backend: string; onednn: { version: string; fp32: string } | null; speed: Record<string, number | null>; estimates: string[]; warnings: string[] };
+  assert.ok(report.speed['ConvNet 28×28, batch 64']! > 1, JSON.stringify(report.speed));
+  assert.match(report.estimates[0]!, /^byol pretrain fashion-mnist \(60 000 images × 100 epochs, ConvNet\): about [\d.]+ (s|min|h|days) at \d+ images\/s$/);
+  if (report.backend === 'native') assert.match(`${report.onednn!.version} ${report.onednn!.fp32}`, /^[23]\.\d+\.\d+ \S+:\S+/);
+  const without = runWithout('doctor', '--seconds', '0.2');
+  assert.equal(without.status, 0, without.stderr);
+  assert.match(without.stdout, /^backend: wasm — the native addon is unavailable \(disabled by BYOL_NATIVE=0\)$/m);
+  assert.match(without.stdout, /^warning: native backend unavailable \(disabled by BYOL_NATIVE=0\): training runs on wasm .*install oneDNN/m);
 });
 
 test('byol: user errors exit non-zero with one clear line', () => {

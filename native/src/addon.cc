@@ -4,7 +4,7 @@
 #include <napi.h>
 #include <omp.h>
 
-#include <dnnl.hpp>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -103,10 +103,69 @@ ConvGeom ReadGeom(const Napi::CallbackInfo& info, int at) {
   return g;
 }
 
-dnnl::convolution_forward::primitive_desc ForwardPd(const ConvGeom& g) {
-  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, g.Src(Low()),
-                                    g.AnyWeights(Low()), g.Dst(), g.Strides(), g.Dil(), g.PadL(), g.PadR());
-  return dnnl::convolution_forward::primitive_desc(d, Engine());
+// ---- oneDNN 2.x / 3.x: the only places the two APIs differ. 3.x builds primitive descriptors directly from their
+// arguments (engine first) where 2.x went through an operation descriptor, and reads a memory descriptor's dims and
+// strides through getters. Every kernel calls these, so each keeps one code path.
+using dims = memory::dims;
+using conv_fwd_pd = dnnl::convolution_forward::primitive_desc;
+using conv_bwd_data_pd = dnnl::convolution_backward_data::primitive_desc;
+using conv_bwd_weights_pd = dnnl::convolution_backward_weights::primitive_desc;
+constexpr auto kConv = dnnl::algorithm::convolution_direct;
+
+conv_fwd_pd ConvForwardPd(const memory::desc& src, const memory::desc& w, const memory::desc& dst, const dims& strides, const dims& dil,
+                          const dims& padL, const dims& padR) {
+#if DNNL_VERSION_MAJOR >= 3
+  return conv_fwd_pd(Engine(), dnnl::prop_kind::forward_training, kConv, src, w, dst, strides, dil, padL, padR);
+#else
+  return conv_fwd_pd(dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, kConv, src, w, dst, strides, dil, padL, padR), Engine());
+#endif
+}
+
+conv_bwd_data_pd ConvBackwardDataPd(const memory::desc& diffSrc, const memory::desc& w, const memory::desc& diffDst, const dims& strides,
+                                    const dims& dil, const dims& padL, const dims& padR, const conv_fwd_pd& hint) {
+#if DNNL_VERSION_MAJOR >= 3
+  return conv_bwd_data_pd(Engine(), kConv, diffSrc, w, diffDst, strides, dil, padL, padR, hint);
+#else
+  return conv_bwd_data_pd(dnnl::convolution_backward_data::desc(kConv, diffSrc, w, diffDst, strides, dil, padL, padR), Engine(), hint);
+#endif
+}
+
+conv_bwd_weights_pd ConvBackwardWeightsPd(const memory::desc& src, const memory::desc& diffW, const memory::desc& diffDst, const dims& strides,
+                                          const dims& dil, const dims& padL, const dims& padR, const conv_fwd_pd& hint) {
+#if DNNL_VERSION_MAJOR >= 3
+  return conv_bwd_weights_pd(Engine(), kConv, src, diffW, diffDst, strides, dil, padL, padR, hint);
+#else
+  return conv_bwd_weights_pd(dnnl::convolution_backward_weights::desc(kConv, src, diffW, diffDst, strides, dil, padL, padR), Engine(), hint);
+#endif
+}
+
+dnnl::matmul::primitive_desc MatmulPd(const memory::desc& a, const memory::desc& b, const memory::desc& c) {
+#if DNNL_VERSION_MAJOR >= 3
+  return dnnl::matmul::primitive_desc(Engine(), a, b, c);
+#else
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), Engine());
+#endif
+}
+
+// A plain (strided) memory descriptor's dims and strides.
+dims DimsOf(const memory::desc& md) {
+#if DNNL_VERSION_MAJOR >= 3
+  return md.get_dims();
+#else
+  return md.dims();
+#endif
+}
+dims StridesOf(const memory::desc& md) {
+#if DNNL_VERSION_MAJOR >= 3
+  return md.get_strides();
+#else
+  return dims(md.data.format_desc.blocking.strides, md.data.format_desc.blocking.strides + md.data.ndims);
+#endif
+}
+// ---- end of the version shim.
+
+conv_fwd_pd ForwardPd(const ConvGeom& g) {
+  return ConvForwardPd(g.Src(Low()), g.AnyWeights(Low()), g.Dst(), g.Strides(), g.Dil(), g.PadL(), g.PadR());
 }
 
 struct CachedConv {
@@ -231,9 +290,7 @@ Napi::Value Conv2dBackpropInput(const Napi::CallbackInfo& info) {
   std::string key = g.Key("bwd_data");
   CachedConv* c = cache.Find(key);
   if (!c) {
-    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, g.Src(), g.AnyWeights(Low()), g.Dst(Low()),
-                                            g.Strides(), g.Dil(), g.PadL(), g.PadR());
-    dnnl::convolution_backward_data::primitive_desc pd(d, Engine(), ForwardPd(g));
+    auto pd = ConvBackwardDataPd(g.Src(), g.AnyWeights(Low()), g.Dst(Low()), g.Strides(), g.Dil(), g.PadL(), g.PadR(), ForwardPd(g));
     c = cache.Insert(key, CachedConv{dnnl::convolution_backward_data(pd), pd.weights_desc(), pd.diff_dst_desc(), {}});
   }
   memory ddst(g.Dst(), Engine(), dy), dsrc(g.Src(), Engine(), dx), wu(g.UserWeights(), Engine(), w);
@@ -254,9 +311,7 @@ Napi::Value Conv2dBackpropFilter(const Napi::CallbackInfo& info) {
   std::string key = g.Key("bwd_weights");
   CachedConv* c = cache.Find(key);
   if (!c) {
-    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.Src(Low()), g.AnyWeights(), g.Dst(Low()),
-                                               g.Strides(), g.Dil(), g.PadL(), g.PadR());
-    dnnl::convolution_backward_weights::primitive_desc pd(d, Engine(), ForwardPd(g));
+    auto pd = ConvBackwardWeightsPd(g.Src(Low()), g.AnyWeights(), g.Dst(Low()), g.Strides(), g.Dil(), g.PadL(), g.PadR(), ForwardPd(g));
     c = cache.Insert(key, CachedConv{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.src_desc(), pd.diff_dst_desc()});
   }
   memory src0(g.Src(), Engine(), x), ddst0(g.Dst(), Engine(), dy), user(g.UserWeights(), Engine(), dw);
@@ -294,11 +349,10 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   memory::desc cmd({bc, m, n}, dt::f32, memory::dims{m * n, n, 1});
   std::ostringstream key;
   key << "mm," << g_bf16 << ',' << ba << ',' << bb << ',' << m << ',' << k << ',' << n << ',' << ta << ',' << tb;
-  auto low = [](const memory::desc& md) { return memory::desc(md.dims(), Low(), memory::dims{md.data.format_desc.blocking.strides, md.data.format_desc.blocking.strides + 3}); };
+  auto low = [](const memory::desc& md) { return memory::desc(DimsOf(md), Low(), StridesOf(md)); };
   CachedConv* e = cache.Find(key.str());
   if (!e) {
-    dnnl::matmul::desc d(low(amd), low(bmd), cmd);
-    dnnl::matmul::primitive_desc pd(d, Engine());
+    auto pd = MatmulPd(low(amd), low(bmd), cmd);
     e = cache.Insert(key.str(), CachedConv{dnnl::matmul(pd), pd.weights_desc(), pd.src_desc(), {}});
   }
   memory am(amd, Engine(), a), bm(bmd, Engine(), b), cm(cmd, Engine(), c);
@@ -833,22 +887,34 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 }
 
 // setBf16(on): switches bf16 mode; returns whether this CPU can (a small bf16 convolution must build).
+// The implementation oneDNN picks for a 3×3 convolution with `t` inputs (e.g. "brg:avx512_core_bf16"), naming the
+// instruction set it dispatches; "" when it has none.
+std::string ConvImpl(dt t) {
+  try {
+    memory::desc s({1, 16, 4, 4}, t, tag::nhwc), w({16, 16, 3, 3}, t, tag::any), d({1, 16, 4, 4}, dt::f32, tag::nhwc);
+    return ConvForwardPd(s, w, d, {1, 1}, {0, 0}, {1, 1}, {1, 1}).impl_info_str();
+  } catch (const dnnl::error&) {
+    return "";
+  }
+}
+
 Napi::Value SetBf16(const Napi::CallbackInfo& info) {
   bool on = info[0].As<Napi::Boolean>().Value();
   if (on) {
-    try {
-      memory::desc s({1, 16, 4, 4}, dt::bf16, tag::nhwc), w({16, 16, 3, 3}, dt::bf16, tag::any), d({1, 16, 4, 4}, dt::f32, tag::nhwc);
-      dnnl::convolution_forward::desc cd(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, s, w, d, {1, 1}, {0, 0}, {1, 1}, {1, 1});
-      dnnl::convolution_forward::primitive_desc pd(cd, Engine());
-      std::string impl = pd.impl_info_str();
-      // A reference (non-jit) implementation would be far slower than float32: treat it as unsupported.
-      if (impl.find("ref") != std::string::npos) return Napi::Boolean::New(info.Env(), false);
-    } catch (const dnnl::error&) {
-      return Napi::Boolean::New(info.Env(), false);
-    }
+    std::string impl = ConvImpl(dt::bf16);
+    // A reference (non-jit) implementation would be far slower than float32: treat it as unsupported.
+    if (impl.empty() || impl.find("ref") != std::string::npos) return Napi::Boolean::New(info.Env(), false);
   }
   g_bf16 = on;
   return Napi::Boolean::New(info.Env(), true);
+}
+
+// implInfo(): { fp32, bf16 } — the convolution implementations oneDNN dispatches here (see ConvImpl).
+Napi::Value ImplInfo(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("fp32", ConvImpl(dt::f32));
+  o.Set("bf16", ConvImpl(dt::bf16));
+  return o;
 }
 
 Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), omp_get_max_threads()); }
@@ -917,6 +983,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("cacheSize", Napi::Function::New(env, CacheSize));
   exports.Set("cacheStats", Napi::Function::New(env, CacheStats));
+  exports.Set("implInfo", Napi::Function::New(env, Guard<ImplInfo>));
   exports.Set("setCacheLimits", Napi::Function::New(env, SetCacheLimits));
   exports.Set("dnnlVersion", Napi::String::New(env, std::to_string(DNNL_VERSION_MAJOR) + "." + std::to_string(DNNL_VERSION_MINOR) + "." +
                                                         std::to_string(DNNL_VERSION_PATCH)));

@@ -6,6 +6,7 @@ import { isFsError, writeFailed } from '../io/fs.js';
 import { helpText, parseArgs, type Command } from './args.js';
 import { EMBED, EVAL, EXPORT, PLOT, PRETRAIN, runEmbed, runEval, runExport, runPlot, runPretrain, type Io } from './commands.js';
 import { DEFAULT_DEMO, runDemo } from './demo.js';
+import { doctorLines, runDoctor } from './doctor.js';
 
 const DEMO: Command = {
   name: 'demo',
@@ -27,7 +28,20 @@ const DEMO: Command = {
   examples: ['byol demo', 'byol demo --steps 50 --train 2000'],
 };
 
-const COMMANDS: readonly Command[] = [PRETRAIN, EVAL, EMBED, EXPORT, PLOT, DEMO];
+const DOCTOR: Command = {
+  name: 'doctor',
+  summary: 'what this machine gives byol: backend and why, oneDNN and its instruction set, bf16, build log, speed',
+  usage: 'byol doctor [--seconds S] [--json]',
+  positionals: [],
+  notes: 'Measures a few training steps (about 4 × S seconds) and estimates how long the default runs take. Always exits 0;\nproblems are printed as warnings.',
+  flags: [
+    { name: 'seconds', type: 'number', arg: 'S', min: 0.1, max: 60, help: 'time for each speed measurement (default 2)' },
+    { name: 'json', type: 'bool', help: 'print the report as one JSON line' },
+  ],
+  examples: ['byol doctor', 'byol doctor --json'],
+};
+
+const COMMANDS: readonly Command[] = [PRETRAIN, EVAL, EMBED, EXPORT, PLOT, DEMO, DOCTOR];
 
 const HELP = `byol — Bootstrap Your Own Latent (Grill et al. 2020) on TensorFlow.js
 
@@ -41,6 +55,7 @@ Examples:
   byol pretrain fashion-mnist --out runs/fashion --epochs 5 --batch 128
   byol eval knn runs/fashion --baseline random
   byol export runs/fashion --out models/fashion
+  byol doctor
 `;
 
 async function demo(argv: readonly string[], io: Io): Promise<number> {
@@ -115,6 +130,13 @@ async function main(argv: string[]): Promise<number> {
       return runExport(rest, io);
     case 'plot':
       return runPlot(rest, io);
+    case 'doctor': {
+      const { flags } = parseArgs(DOCTOR, rest);
+      const report = await runDoctor((flags.get('seconds') as number | undefined) ?? 2);
+      if (flags.get('json')) io.out(JSON.stringify(report));
+      else for (const l of doctorLines(report)) io.out(l);
+      return 0;
+    }
     default:
       return demo(rest, io);
   }

@@ -38,6 +38,8 @@ interface Addon {
   cacheStats(): { entries: number; bytes: number; limit: number; byteLimit: number };
   /** Bounds the primitive cache (least recently used out first; env BYOL_NATIVE_CACHE, BYOL_NATIVE_CACHE_MB). */
   setCacheLimits(entries: number, bytes: number): void;
+  /** The convolution implementations oneDNN dispatches here, naming the instruction set ("" where none). */
+  implInfo(): { fp32: string; bf16: string };
   readonly dnnlVersion: string;
 }
 
