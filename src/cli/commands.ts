@@ -1,14 +1,24 @@
 /**
  * The `byol` commands: each parses its flags, resolves options and calls the library (src/run, src/eval, src/io).
  */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
-import { extname, join } from 'node:path';
+import { extname, join, resolve } from 'node:path';
+import type * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
 import { openDataset, parseDatasetSpec } from '../data/spec.js';
 import { ByolError } from '../errors.js';
 import { knnAccuracy } from '../eval/knn.js';
 import { linearProbe } from '../eval/linear.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { saveLayersModelDir } from '../io/model-dir.js';
+import { loadLayersModelDir, saveLayersModelDir } from '../io/model-dir.js';
+import { encodeSafetensors } from '../io/safetensors.js';
+import { cloneArchitecture } from '../nets/encoder.js';
+import { resnetFeatureDim } from '../nets/resnet.js';
+import { resolveViewsConfig, type ViewsConfig } from '../views/options.js';
+import { torchStateOf } from '../nets/torch-weights.js';
+import { importTorchResnet } from '../run/torch-import.js';
 import { encodeNpy } from '../io/npy.js';
 import { claimOutputFile } from '../io/output.js';
 import { shownPath } from '../io/paths.js';
@@ -20,7 +30,6 @@ import { encodeSource, evalInputOf, measureFeatures } from '../run/features.js';
 import { writePlots } from '../run/plot.js';
 import { lastBackendOf, pretrain, readRunRecord } from '../run/pretrain.js';
 import { registerNativeBackend } from '../native/backend.js';
-import type { Byol } from '../byol/learner.js';
 import { parseArgs, type Command, type Flag, type FlagValue } from './args.js';
 import { Progress } from './progress.js';
 
@@ -255,46 +264,108 @@ function withFolderFlags(config: PretrainConfig, flags: Flags): PretrainConfig {
   return { ...config, ...set } as PretrainConfig;
 }
 
+/** What eval and embed need of an encoder: features, how its input is prepared, and a run's config. */
+interface FeatureModel {
+  readonly embed: (x: tf.Tensor4D) => tf.Tensor2D;
+  readonly views: ViewsConfig;
+  /** The run's config (a model folder's: built from its input description, no dataset). */
+  readonly config: PretrainConfig;
+  readonly hasDataset: boolean;
+  readonly label: string;
+  readonly path: string;
+  readonly seed: number;
+  /** A freshly initialized encoder of the same architecture (the random baseline). */
+  readonly random: () => Promise<{ embed: (x: tf.Tensor4D) => tf.Tensor2D; dispose: () => void }>;
+  readonly dispose: () => void;
+}
+
+/**
+ * The encoder of a run, a checkpoint, or a model folder (from byol import or byol export; its byol.json says how to
+ * prepare its input: size, channels, mean, std).
+ */
+async function featureModelOf(source: string): Promise<FeatureModel> {
+  if (isModelFolder(source)) {
+    const { model, info } = await encoderOf(source);
+    // A plain tfjs model folder has no byol.json: its input shape, and no normalization beyond [0, 1].
+    const input = (info['input'] ?? {}) as { size?: number; channels?: number; mean?: number[]; std?: number[] };
+    const shape = model.inputs[0]!.shape;
+    const size = input.size ?? shape[1] ?? 224;
+    const channels = (input.channels ?? shape[3] ?? 3) === 1 ? 1 : 3;
+    const preset = channels === 1 ? 'grey' : size <= 64 ? 'cifar' : 'imagenet';
+    const views = resolveViewsConfig(preset, { size, channels, mean: input.mean ?? new Array(channels).fill(0), std: input.std ?? new Array(channels).fill(1) });
+    const embed = (x: tf.Tensor4D) => model.predict(x) as tf.Tensor2D;
+    return {
+      embed,
+      views,
+      config: resolvePretrainConfig({ dataset: 'folder:.', preset, imageSize: size }),
+      hasDataset: false,
+      label: 'model',
+      path: source,
+      seed: 0,
+      random: async () => {
+        const fresh = cloneArchitecture(model);
+        return { embed: (x) => fresh.predict(x) as tf.Tensor2D, dispose: () => fresh.dispose() };
+      },
+      dispose: () => model.dispose(),
+    };
+  }
+  const { learner, meta, path } = await learnerFromCheckpoint(source);
+  return {
+    embed: (x) => learner.embed(x),
+    views: runViews(meta.config),
+    config: meta.config,
+    hasDataset: true,
+    label: `BYOL (step ${meta.step})`,
+    path,
+    seed: meta.config.seed,
+    random: async () => {
+      const r = await randomLearnerLike(meta);
+      return { embed: (x) => r.embed(x), dispose: () => r.dispose() };
+    },
+    dispose: () => learner.dispose(),
+  };
+}
+
 export async function runEval(argv: readonly string[], io: Io): Promise<number> {
   const { flags, positionals } = parseArgs(EVAL, argv);
   const method = positionals[0]!;
   if (method !== 'knn' && method !== 'linear') throw new ByolError('INVALID_OPTION', `byol eval takes knn or linear; got "${method}"`, 'method');
   await selectBackend(flags, io);
-  const { learner, meta, path } = await learnerFromCheckpoint(positionals[1]!);
+  const fm = await featureModelOf(positionals[1]!);
   let sets;
-  const config = withFolderFlags(meta.config, flags);
-  const views = runViews(meta.config);
+  const config = withFolderFlags(fm.config, flags);
   try {
-    const spec = parseDatasetSpec((flags.get('dataset') as string | undefined) ?? meta.config.dataset);
-    sets = await openEvalSets({ ...spec, split: null }, config, views);
+    const dataset = (flags.get('dataset') as string | undefined) ?? (fm.hasDataset ? fm.config.dataset : undefined);
+    if (dataset === undefined) throw new ByolError('INVALID_OPTION', `${positionals[1]} is a model folder: name the labelled dataset to evaluate on with --dataset`, 'dataset');
+    sets = await openEvalSets({ ...parseDatasetSpec(dataset), split: null }, config, fm.views);
   } catch (e) {
-    learner.dispose();
+    fm.dispose();
     throw e;
   }
   const { bank: trainSet, test: testSet } = sets;
-  const input = evalInputOf(views);
+  const input = evalInputOf(fm.views);
   const nTrain = (flags.get('train') as number | undefined) ?? trainSet.length;
   const nTest = (flags.get('test') as number | undefined) ?? testSet.length;
-  const evaluate = (l: Byol) =>
-    measureFeatures(trainSet, nTrain, testSet, nTest, input, (x) => l.embed(x), async (a, b) => {
+  const evaluate = (embed: (x: tf.Tensor4D) => tf.Tensor2D) =>
+    measureFeatures(trainSet, nTrain, testSet, nTest, input, embed, async (a, b) => {
       if (method === 'knn') {
         const top1 = await knnAccuracy(a.features, a.labels, b.features, b.labels, { k: (flags.get('k') as number | undefined) ?? 200, temperature: (flags.get('temperature') as number | undefined) ?? 0.1 });
         return { top1 } as { top1: number; top5?: number };
       }
-      const r = await linearProbe(a.features, a.labels, b.features, b.labels, { epochs: (flags.get('epochs') as number | undefined) ?? 100, seed: meta.config.seed });
+      const r = await linearProbe(a.features, a.labels, b.features, b.labels, { epochs: (flags.get('epochs') as number | undefined) ?? 100, seed: fm.seed });
       return { top1: r.top1, top5: r.top5 };
     });
   const rows: { encoder: string; top1: number; top5?: number }[] = [];
   try {
     try {
-      rows.push({ encoder: `BYOL (step ${meta.step})`, ...(await evaluate(learner)) });
+      rows.push({ encoder: fm.label, ...(await evaluate(fm.embed)) });
     } finally {
-      learner.dispose();
+      fm.dispose();
     }
     if (flags.get('baseline') === 'random') {
-      const random = await randomLearnerLike(meta);
+      const random = await fm.random();
       try {
-        rows.push({ encoder: 'random init', ...(await evaluate(random)) });
+        rows.push({ encoder: 'random init', ...(await evaluate(random.embed)) });
       } finally {
         random.dispose();
       }
@@ -302,6 +373,7 @@ export async function runEval(argv: readonly string[], io: Io): Promise<number> 
   } finally {
     await Promise.all([trainSet.close(), testSet.close()]);
   }
+  const path = fm.path;
   const shown = shownPath(path);
   const what = `${method === 'knn' ? 'kNN' : 'linear probe'} on ${trainSet.name} (${Math.min(nTrain, trainSet.length)}) → ${testSet.name} (${Math.min(nTest, testSet.length)}), ${shown}`;
   if (flags.get('json')) io.out(JSON.stringify({ method, checkpoint: path, dataset: trainSet.name.replace(/@train$/, ''), train: Math.min(nTrain, trainSet.length), test: Math.min(nTest, testSet.length), results: rows }));
@@ -343,19 +415,19 @@ export async function runEmbed(argv: readonly string[], io: Io): Promise<number>
   if (side) await claimOutputFile(side, overwrite);
   const spec = parseDatasetSpec(positionals[1]!);
   await selectBackend(flags, io);
-  const { learner, meta } = await learnerFromCheckpoint(positionals[0]!);
-  const views = runViews(meta.config);
+  const fm = await featureModelOf(positionals[0]!);
+  const views = fm.views;
   let set;
   try {
-    const folder = { ...folderOptionsOf(withFolderFlags(meta.config, flags), views, !flags.has('size')), onSkip: (f: { path: string; reason: string }) => io.err(`byol: skipped ${f.path}: ${f.reason}`) };
+    const folder = { ...folderOptionsOf(withFolderFlags(fm.config, flags), views, !flags.has('size')), onSkip: (f: { path: string; reason: string }) => io.err(`byol: skipped ${f.path}: ${f.reason}`) };
     const source = await openDataset(spec, { folder });
     try {
-      set = await encodeSource(source, (flags.get('limit') as number | undefined) ?? source.length, evalInputOf(views), (x) => learner.embed(x));
+      set = await encodeSource(source, (flags.get('limit') as number | undefined) ?? source.length, evalInputOf(views), fm.embed);
     } finally {
       await source.close();
     }
   } finally {
-    learner.dispose();
+    fm.dispose();
   }
   const n = set.ids.length;
   const d = set.featureDim;
@@ -377,34 +449,146 @@ export async function runEmbed(argv: readonly string[], io: Io): Promise<number>
 
 export const EXPORT: Command = {
   name: 'export',
-  summary: 'export the online encoder as a tfjs LayersModel folder (model.json + weights)',
-  usage: 'byol export CHECKPOINT|RUN --out DIR',
+  summary: 'export the online encoder: a tfjs LayersModel folder, or safetensors with PyTorch names',
+  usage: 'byol export CHECKPOINT|RUN|MODEL --out DIR|FILE.safetensors [--format tfjs|safetensors]',
   positionals: [{ name: 'CHECKPOINT' }],
   notes: [
-    'The folder loads with tf.loadLayersModel (http://…/model.json in a browser, file://… with tfjs-node). Input: images',
-    'normalized as in pretraining (see DIR/byol.json); output: the features. DIR must be new, empty, or an earlier',
+    'tfjs: a folder that loads with tf.loadLayersModel (http://…/model.json in a browser, file://… with tfjs-node). Input:',
+    'images normalized as in pretraining (see DIR/byol.json); output: the features. DIR must be new, empty, or an earlier',
     'export (whose files are replaced, atomically); a folder with other files is refused unless --overwrite, which adds',
     'the export beside them and still replaces none of them.',
+    'safetensors: the encoder\'s weights under PyTorch\'s names and layouts (byol\'s ResNets: torchvision\'s, so',
+    'torchvision.models.resnet50().load_state_dict(load_file(FILE), strict=False) loads every backbone weight). MODEL is',
+    'a model folder (from byol import or byol export).',
   ].join('\n'),
-  flags: [{ name: 'out', type: 'string', arg: 'DIR', help: 'output folder' }, overwriteFlag, ...backendFlags],
-  examples: ['byol export runs/cifar --out models/cifar-encoder'],
+  flags: [
+    { name: 'out', type: 'string', arg: 'DIR|FILE', help: 'output folder (tfjs) or .safetensors file' },
+    { name: 'format', type: 'string', arg: 'F', choices: ['tfjs', 'safetensors'], help: 'default tfjs' },
+    overwriteFlag,
+    ...backendFlags,
+  ],
+  examples: ['byol export runs/cifar --out models/cifar-encoder', 'byol export runs/photos --format safetensors --out photos-resnet50.safetensors'],
 };
+
+/** The encoder of a run, a checkpoint, or a model folder, with what `byol.json` says of its input. */
+/** A model folder (byol import or export, or any tfjs layers model) rather than a run or a checkpoint. */
+const isModelFolder = (source: string) => existsSync(join(source, 'model.json'));
+
+/** The encoder of a run, a checkpoint or a model folder, with its byol.json (how to prepare its input). */
+async function encoderOf(source: string): Promise<{ model: tfl.LayersModel; info: Record<string, unknown>; path: string; step: number | null; featureDim: number; dispose: () => void }> {
+  if (isModelFolder(source)) {
+    const model = await loadLayersModelDir(source);
+    let info: Record<string, unknown> = {};
+    try {
+      info = JSON.parse(await readFile(join(source, 'byol.json'), 'utf8')) as Record<string, unknown>;
+    } catch {
+      // a tfjs model folder of someone else's: no input description
+    }
+    const out = model.outputs[0]!.shape;
+    return { model, info, path: source, step: null, featureDim: out[out.length - 1] ?? 0, dispose: () => model.dispose() };
+  }
+  const { learner, meta, path } = await learnerFromCheckpoint(source);
+  const model = learner.encoder;
+  if (!('save' in model)) {
+    learner.dispose();
+    throw new ByolError('INVALID_ENCODER', 'this encoder is a function, not a LayersModel; it cannot be exported', 'encoder');
+  }
+  const views = runViews(meta.config);
+  const info = { checkpoint: path, step: meta.step, input: { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std }, featureDim: learner.featureDim };
+  return { model: model as tfl.LayersModel, info, path, step: meta.step, featureDim: learner.featureDim, dispose: () => learner.dispose() };
+}
 
 export async function runExport(argv: readonly string[], io: Io): Promise<number> {
   const { flags, positionals } = parseArgs(EXPORT, argv);
   const out = flags.get('out') as string | undefined;
-  if (!out) throw new ByolError('INVALID_OPTION', '`byol export` needs --out DIR', 'out');
+  const format = (flags.get('format') as string | undefined) ?? 'tfjs';
+  if (!out) throw new ByolError('INVALID_OPTION', `\`byol export\` needs --out ${format === 'tfjs' ? 'DIR' : 'FILE.safetensors'}`, 'out');
+  if (format === 'safetensors' && extname(out) !== '.safetensors') throw new ByolError('INVALID_OPTION', `--out must end in .safetensors with --format safetensors; got "${out}"`, 'out');
+  const overwrite = flags.get('overwrite') === true;
+  if (format === 'safetensors') await claimOutputFile(out, overwrite);
   await selectBackend(flags, io);
-  const { learner, meta, path } = await learnerFromCheckpoint(positionals[0]!);
+  const source = await encoderOf(positionals[0]!);
+  const of = (detail: string) => `${shownPath(source.path)} (${source.step === null ? '' : `step ${source.step}, `}${detail})`;
   try {
-    const model = learner.encoder;
-    if (!('save' in model)) throw new ByolError('INVALID_ENCODER', 'this encoder is a function, not a LayersModel; it cannot be exported', 'encoder');
-    const views = runViews(meta.config);
-    const info = { checkpoint: path, step: meta.step, input: { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std }, featureDim: learner.featureDim };
-    await saveLayersModelDir(model, out, { ...(flags.get('overwrite') ? { overwrite: true } : {}), extra: { 'byol.json': `${JSON.stringify(info, null, 2)}\n` } });
-    io.out(`exported the encoder of ${shownPath(path)} (step ${meta.step}, ${learner.featureDim} features) to ${join(out, 'model.json')}`);
+    if (format === 'safetensors') {
+      const state = torchStateOf(source.model);
+      await writeFileAtomic(out, encodeSafetensors(state, { format: 'pt', byol: JSON.stringify(source.info) }));
+      io.out(`exported the encoder of ${of(`${state.size} tensors, PyTorch names and layouts`)} to ${out}`);
+    } else {
+      await saveLayersModelDir(source.model, out, { ...(overwrite ? { overwrite: true } : {}), extra: { 'byol.json': `${JSON.stringify(source.info, null, 2)}\n` } });
+      io.out(`exported the encoder of ${of(`${source.featureDim} features`)} to ${join(out, 'model.json')}`);
+    }
   } finally {
-    learner.dispose();
+    source.dispose();
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- import
+
+const IMAGENET_MEAN = [0.485, 0.456, 0.406];
+const IMAGENET_STD = [0.229, 0.224, 0.225];
+
+export const IMPORT: Command = {
+  name: 'import',
+  summary: 'import a PyTorch ResNet backbone (.pth, .pt, Lightning .ckpt) as a byol model folder',
+  usage: 'byol import FILE --out DIR [options]',
+  positionals: [{ name: 'FILE' }],
+  notes: [
+    'Reads torch.save files without running anything in them. torchvision names, a prefix (backbone., module., …; found,',
+    'or --prefix), lightly\'s numbered Sequential and Lightning checkpoints are recognized; depth, stem (ImageNet 7×7 or',
+    'CIFAR 3×3) and width come from the weights. The model pads as PyTorch does, so its features are PyTorch\'s. DIR',
+    'then serves as --encoder DIR for pretrain, and as the model of eval, embed and export.',
+  ].join('\n'),
+  flags: [
+    { name: 'out', type: 'string', arg: 'DIR', help: 'model folder to write (model.json, weights, byol.json)' },
+    { name: 'prefix', type: 'string', arg: 'P', help: 'key prefix of the backbone (default: found; the online network\'s)' },
+    { name: 'size', type: 'int', arg: 'N', min: 1, help: 'input image side (default 224, or 32 for a CIFAR stem)' },
+    { name: 'mean', type: 'string', arg: 'R,G,B', help: `input normalization mean (default ImageNet's ${IMAGENET_MEAN.join(',')})` },
+    { name: 'std', type: 'string', arg: 'R,G,B', help: `input normalization std (default ImageNet's ${IMAGENET_STD.join(',')})` },
+    overwriteFlag,
+  ],
+  examples: ['byol import resnet50-weights.pth --out models/r50', 'byol import solo-byol.ckpt --prefix backbone. --out models/solo'],
+};
+
+function triple(flags: Flags, name: string, fallback: number[]): number[] {
+  const raw = flags.get(name) as string | undefined;
+  if (raw === undefined) return fallback;
+  const v = raw.split(',').map(Number);
+  if (v.length !== 3 || !v.every((x) => Number.isFinite(x)) || (name === 'std' && !v.every((x) => x > 0))) {
+    throw new ByolError('INVALID_OPTION', `--${name} must be three numbers R,G,B${name === 'std' ? ' above 0' : ''}; got "${raw}"`, name);
+  }
+  return v;
+}
+
+export async function runImport(argv: readonly string[], io: Io): Promise<number> {
+  const { flags, positionals } = parseArgs(IMPORT, argv);
+  const out = flags.get('out') as string | undefined;
+  if (!out) throw new ByolError('INVALID_OPTION', '`byol import` needs --out DIR', 'out');
+  const mean = triple(flags, 'mean', IMAGENET_MEAN);
+  const std = triple(flags, 'std', IMAGENET_STD);
+  await useBackend('cpu');
+  const t0 = Date.now();
+  const file = positionals[0]!;
+  const prefix = flags.get('prefix') as string | undefined;
+  const size = flags.get('size') as number | undefined;
+  const imp = await importTorchResnet(file, { ...(prefix !== undefined ? { prefix } : {}), ...(size !== undefined ? { inputSize: size } : {}) });
+  try {
+    const inputShape = imp.model.inputs[0]!.shape;
+    const info = {
+      source: { file: resolve(file), format: 'pytorch', prefix: imp.prefix, mapped: imp.mapped.length, missing: imp.missing, unexpected: imp.unexpected },
+      encoder: imp.encoder,
+      width: imp.width,
+      padding: 'torch',
+      input: { size: inputShape[1], channels: inputShape[3], range: '[0, 1] then (x − mean) / std', mean, std },
+      featureDim: resnetFeatureDim(imp.depth, imp.width),
+    };
+    await saveLayersModelDir(imp.model, out, { ...(flags.get('overwrite') ? { overwrite: true } : {}), extra: { 'byol.json': `${JSON.stringify(info, null, 2)}\n` } });
+    const others = imp.otherPrefixes.length ? `; other backbones in the file: ${imp.otherPrefixes.map((p) => JSON.stringify(p)).join(', ')} (--prefix)` : '';
+    io.out(`imported ${imp.encoder}${imp.width > 1 ? ` ×${imp.width}` : ''} from ${file} (prefix ${JSON.stringify(imp.prefix)}: ${imp.mapped.length} tensors mapped, ${imp.missing.length} missing${imp.missing.length ? ` (${imp.missing.slice(0, 3).join(', ')}…)` : ''}) to ${join(out, 'model.json')} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    io.out(`not used: ${imp.unexpected.length ? imp.unexpected.join(', ') : 'nothing'}${others}`);
+  } finally {
+    imp.model.dispose();
   }
   return 0;
 }

@@ -4,7 +4,7 @@ import { ByolError } from '../errors.js';
 import { removePendingTemporariesSync } from '../io/atomic.js';
 import { isFsError, writeFailed } from '../io/fs.js';
 import { helpText, parseArgs, type Command } from './args.js';
-import { EMBED, EVAL, EXPORT, PLOT, PRETRAIN, runEmbed, runEval, runExport, runPlot, runPretrain, type Io } from './commands.js';
+import { EMBED, EVAL, EXPORT, IMPORT, PLOT, PRETRAIN, runEmbed, runEval, runExport, runImport, runPlot, runPretrain, type Io } from './commands.js';
 import { DEFAULT_DEMO, runDemo } from './demo.js';
 import { doctorLines, runDoctor } from './doctor.js';
 
@@ -41,7 +41,7 @@ const DOCTOR: Command = {
   examples: ['byol doctor', 'byol doctor --json'],
 };
 
-const COMMANDS: readonly Command[] = [PRETRAIN, EVAL, EMBED, EXPORT, PLOT, DEMO, DOCTOR];
+const COMMANDS: readonly Command[] = [PRETRAIN, EVAL, EMBED, EXPORT, IMPORT, PLOT, DEMO, DOCTOR];
 
 const HELP = `byol — Bootstrap Your Own Latent (Grill et al. 2020) on TensorFlow.js
 
@@ -113,7 +113,7 @@ async function main(argv: string[]): Promise<number> {
   }
   // export, embed and plot write a few files, each atomically: on a signal, drop the write in progress and quit.
   // (eval and demo write nothing and keep the default: a signal ends them at once, even inside a long computation.)
-  if (cmd.name === 'export' || cmd.name === 'embed' || cmd.name === 'plot') {
+  if (cmd.name === 'export' || cmd.name === 'embed' || cmd.name === 'plot' || cmd.name === 'import') {
     for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
       process.on(signal, () => {
         removePendingTemporariesSync();
@@ -128,6 +128,8 @@ async function main(argv: string[]): Promise<number> {
       return runEmbed(rest, io);
     case 'export':
       return runExport(rest, io);
+    case 'import':
+      return runImport(rest, io);
     case 'plot':
       return runPlot(rest, io);
     case 'doctor': {

@@ -24,6 +24,13 @@ export interface ResNetConfig {
    * code does. Default: true (it only affects bottleneck blocks, as in Haiku).
    */
   readonly zeroInitLastBatchNorm?: boolean;
+  /**
+   * How convolutions and the stem's max-pool pad. `same` (default): TensorFlow's "SAME", as Haiku and the official
+   * BYOL code — at stride 2 it pads 0 before and 1 after. `torch`: PyTorch's symmetric (k − 1) / 2 on every side, as
+   * torchvision, solo-learn and lightly; weights trained in PyTorch give PyTorch's features only with this (a
+   * Haiku→PyTorch port lost 4.6 points until the padding was reproduced, deepmind-research #84).
+   */
+  readonly padding?: 'same' | 'torch';
   readonly seed?: number;
   readonly name?: string;
 }
@@ -43,9 +50,11 @@ export function resnetFeatureDim(depth: ResNetDepth, width = 1): number {
 
 /**
  * A ResNet v1 trunk ending in global average pooling: images [N, H, W, C] → features [N, 512·w or 2048·w].
- * Convolutions use 'same' padding and no bias; the stride of a bottleneck block sits on its 3×3
- * convolution (as Haiku and torchvision). A block gets a 1×1 projection shortcut where its shape changes
- * (He et al. option B, torchvision). Weights start as in Haiku (truncated normal, variance 1/fan_in).
+ * Convolutions use 'same' padding (or PyTorch's, see `padding`) and no bias; the stride of a bottleneck block sits
+ * on its 3×3 convolution (as Haiku and torchvision). A block gets a 1×1 projection shortcut where its shape changes
+ * (He et al. option B, torchvision). Weights start as in Haiku (truncated normal, variance 1/fan_in). Layers carry
+ * torchvision's names (`conv1`, `bn1`, `layer2.0.conv1`, `layer2.0.downsample.0`, …), so that weights move to and
+ * from PyTorch by name.
  */
 export function resnet(config: ResNetConfig): tfl.LayersModel {
   const width = config.width ?? 1;
@@ -57,28 +66,35 @@ export function resnet(config: ResNetConfig): tfl.LayersModel {
   const bottleneck = config.depth >= 50;
   const zeroLast = config.zeroInitLastBatchNorm ?? true;
 
-  const conv = (x: tfl.SymbolicTensor, filters: number, kernel: number, stride: number) =>
+  const padding = config.padding ?? 'same';
+  if (padding !== 'same' && padding !== 'torch') throw invalidOption('padding', '"same" or "torch"', padding);
+  // PyTorch pads (k − 1) / 2 on every side: explicit zero padding, then a 'valid' window.
+  const pad = (x: tfl.SymbolicTensor, k: number, name: string) =>
+    padding === 'torch' && k > 1 ? (tfl.layers.zeroPadding2d({ padding: (k - 1) / 2, name: `${name}.pad` }).apply(x) as tfl.SymbolicTensor) : x;
+  const conv = (x: tfl.SymbolicTensor, filters: number, kernel: number, stride: number, name: string) =>
     tfl.layers
       .conv2d({
         filters,
         kernelSize: kernel,
         strides: stride,
-        padding: 'same',
+        padding: padding === 'torch' ? 'valid' : 'same',
         useBias: false,
         kernelInitializer: fanInTruncatedNormal(seeds),
+        name,
       })
-      .apply(x) as tfl.SymbolicTensor;
-  const norm = (x: tfl.SymbolicTensor, zeroScale = false) =>
-    batchNorm(bn, { gammaInitializer: zeroScale ? 'zeros' : 'ones' }).apply(x) as tfl.SymbolicTensor;
+      .apply(pad(x, kernel, name)) as tfl.SymbolicTensor;
+  const norm = (x: tfl.SymbolicTensor, name: string, zeroScale = false) =>
+    batchNorm(bn, { gammaInitializer: zeroScale ? 'zeros' : 'ones', name }).apply(x) as tfl.SymbolicTensor;
   const relu = (x: tfl.SymbolicTensor) => tfl.layers.reLU().apply(x) as tfl.SymbolicTensor;
 
   const input = tfl.input({ shape: [...config.inputShape] });
   let x: tfl.SymbolicTensor;
   if (config.stem === 'imagenet') {
-    x = relu(norm(conv(input, 64 * width, 7, 2)));
-    x = tfl.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same' }).apply(x) as tfl.SymbolicTensor;
+    x = relu(norm(conv(input, 64 * width, 7, 2, 'conv1'), 'bn1'));
+    // After a ReLU every value is ≥ 0, so zero padding is max-pool's −∞ padding.
+    x = tfl.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: padding === 'torch' ? 'valid' : 'same', name: 'maxpool' }).apply(pad(x, 3, 'maxpool')) as tfl.SymbolicTensor;
   } else {
-    x = relu(norm(conv(input, 64 * width, 3, 1)));
+    x = relu(norm(conv(input, 64 * width, 3, 1, 'conv1'), 'bn1'));
   }
   let channels = 64 * width;
   blocks.forEach((count, group) => {
@@ -86,16 +102,17 @@ export function resnet(config: ResNetConfig): tfl.LayersModel {
     const out = bottleneck ? planes * 4 : planes;
     for (let b = 0; b < count; b++) {
       const stride = b === 0 && group > 0 ? 2 : 1;
+      const at = `layer${group + 1}.${b}`;
       let shortcut = x;
-      if (stride !== 1 || channels !== out) shortcut = norm(conv(x, out, 1, stride));
+      if (stride !== 1 || channels !== out) shortcut = norm(conv(x, out, 1, stride, `${at}.downsample.0`), `${at}.downsample.1`);
       let y: tfl.SymbolicTensor;
       if (bottleneck) {
-        y = relu(norm(conv(x, planes, 1, 1)));
-        y = relu(norm(conv(y, planes, 3, stride)));
-        y = norm(conv(y, out, 1, 1), zeroLast);
+        y = relu(norm(conv(x, planes, 1, 1, `${at}.conv1`), `${at}.bn1`));
+        y = relu(norm(conv(y, planes, 3, stride, `${at}.conv2`), `${at}.bn2`));
+        y = norm(conv(y, out, 1, 1, `${at}.conv3`), `${at}.bn3`, zeroLast);
       } else {
-        y = relu(norm(conv(x, planes, 3, stride)));
-        y = norm(conv(y, planes, 3, 1));
+        y = relu(norm(conv(x, planes, 3, stride, `${at}.conv1`), `${at}.bn1`));
+        y = norm(conv(y, planes, 3, 1, `${at}.conv2`), `${at}.bn2`);
       }
       x = relu(tfl.layers.add().apply([y, shortcut]) as tfl.SymbolicTensor);
       channels = out;

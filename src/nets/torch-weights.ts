@@ -1,0 +1,123 @@
+/**
+ * Weights between a tfjs model whose layers carry PyTorch names (byol's ResNets: `conv1`, `bn1`, `layer1.0.conv1`,
+ * `layer1.0.downsample.1`, …) and a PyTorch state dict: convolution kernels HWIO ↔ OIHW, dense kernels [in, out] ↔
+ * Linear's [out, in], batch norm's γ, β, moving mean and variance ↔ weight, bias, running_mean, running_var.
+ * Browser-safe: plain arrays in, plain arrays out.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { ByolError } from '../errors.js';
+
+/** A tensor in PyTorch's layout. */
+export interface TorchArray {
+  readonly shape: readonly number[];
+  readonly data: Float32Array;
+}
+
+/** One tfjs weight and the PyTorch key and layout it corresponds to. */
+interface Slot {
+  readonly key: string;
+  readonly variable: tfl.LayerVariable;
+  /** tfjs shape → PyTorch shape and back. */
+  readonly layout: 'hwio' | 'dense' | 'vector';
+}
+
+function slots(model: tfl.LayersModel): Slot[] {
+  const out: Slot[] = [];
+  for (const layer of model.layers) {
+    const cls = layer.getClassName();
+    const w = layer.weights;
+    if (cls === 'Conv2D') {
+      out.push({ key: `${layer.name}.weight`, variable: w[0]! as tfl.LayerVariable, layout: 'hwio' });
+      if (w[1]) out.push({ key: `${layer.name}.bias`, variable: w[1] as tfl.LayerVariable, layout: 'vector' });
+    } else if (cls === 'Dense') {
+      out.push({ key: `${layer.name}.weight`, variable: w[0]! as tfl.LayerVariable, layout: 'dense' });
+      if (w[1]) out.push({ key: `${layer.name}.bias`, variable: w[1] as tfl.LayerVariable, layout: 'vector' });
+    } else if (cls === 'BatchNormalization') {
+      // tfjs orders them gamma, beta, moving mean, moving variance (scale and center on, as byol builds them).
+      const names = ['weight', 'bias', 'running_mean', 'running_var'];
+      w.forEach((v, i) => out.push({ key: `${layer.name}.${names[i]}`, variable: v as tfl.LayerVariable, layout: 'vector' }));
+    } else if (w.length > 0) {
+      throw new ByolError('INVALID_ENCODER', `layer ${layer.name} (${cls}) has weights with no PyTorch counterpart here`, 'encoder');
+    }
+  }
+  return out;
+}
+
+/** HWIO [h, w, i, o] → OIHW [o, i, h, w]. */
+function hwioToOihw(v: Float32Array, [h, w, i, o]: readonly number[]): Float32Array {
+  const out = new Float32Array(v.length);
+  for (let a = 0; a < h!; a++) for (let b = 0; b < w!; b++) for (let c = 0; c < i!; c++) for (let d = 0; d < o!; d++) out[((d * i! + c) * h! + a) * w! + b] = v[((a * w! + b) * i! + c) * o! + d]!;
+  return out;
+}
+
+function oihwToHwio(v: Float32Array, [o, i, h, w]: readonly number[]): Float32Array {
+  const out = new Float32Array(v.length);
+  for (let d = 0; d < o!; d++) for (let c = 0; c < i!; c++) for (let a = 0; a < h!; a++) for (let b = 0; b < w!; b++) out[((a * w! + b) * i! + c) * o! + d] = v[((d * i! + c) * h! + a) * w! + b]!;
+  return out;
+}
+
+function transpose2d(v: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(v.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = v[r * cols + c]!;
+  return out;
+}
+
+/** A weight's shape (layers are built, so every dimension is known). */
+const shapeOf = (s: Slot): number[] => s.variable.shape.map((d) => d ?? 0);
+
+const torchShape = (s: Slot): number[] => {
+  const shape = shapeOf(s);
+  return s.layout === 'hwio' ? [shape[3]!, shape[2]!, shape[0]!, shape[1]!] : s.layout === 'dense' ? [shape[1]!, shape[0]!] : [...shape];
+};
+
+/** The model's weights under their PyTorch keys, in PyTorch's layouts. */
+export function torchStateOf(model: tfl.LayersModel): Map<string, TorchArray> {
+  const out = new Map<string, TorchArray>();
+  for (const s of slots(model)) {
+    const v = s.variable.read().dataSync() as Float32Array;
+    const shape = shapeOf(s);
+    const data = s.layout === 'hwio' ? hwioToOihw(v, shape) : s.layout === 'dense' ? transpose2d(v, shape[0]!, shape[1]!) : Float32Array.from(v);
+    out.set(s.key, { shape: torchShape(s), data });
+  }
+  return out;
+}
+
+export interface TorchLoadReport {
+  /** Keys of the model that were set. */
+  readonly mapped: readonly string[];
+  /** Keys of the model the state dict lacks (their weights keep their initial values). */
+  readonly missing: readonly string[];
+}
+
+/**
+ * Sets the model's weights from PyTorch arrays by key. A key the state dict lacks is reported (`missing`); a shape
+ * that differs is an error naming the key and both shapes.
+ */
+export function loadTorchState(model: tfl.LayersModel, state: ReadonlyMap<string, TorchArray>, what = 'the state dict'): TorchLoadReport {
+  const mapped: string[] = [];
+  const missing: string[] = [];
+  for (const s of slots(model)) {
+    const t = state.get(s.key);
+    if (!t) {
+      missing.push(s.key);
+      continue;
+    }
+    const want = torchShape(s);
+    if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
+      throw new ByolError('INVALID_STATE', `${what}: ${s.key} has shape [${t.shape}], the model needs [${want}]`, s.key);
+    }
+    const shape = shapeOf(s);
+    const data = s.layout === 'hwio' ? oihwToHwio(t.data, t.shape) : s.layout === 'dense' ? transpose2d(t.data, t.shape[0]!, t.shape[1]!) : t.data;
+    const value = tf.tensor(data, shape, 'float32');
+    s.variable.write(value);
+    value.dispose();
+    mapped.push(s.key);
+  }
+  return { mapped, missing };
+}
+
+/** The PyTorch keys a model's weights take. */
+export function torchKeysOf(model: tfl.LayersModel): string[] {
+  return slots(model).map((s) => s.key);
+}

@@ -1,0 +1,127 @@
+/**
+ * Weights in and out, against the real thing: checkpoints made by Debian's python3-torch and python3-torchvision
+ * (scripts/torch_fixtures.py) import into byol's ResNet with PyTorch's features, export back to safetensors that
+ * torchvision loads with identical tensors, and hostile or damaged files are refused without running anything.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import { ByolError } from '../src/errors.js';
+import { readTorchFile } from '../src/io/torch-file.js';
+import { decodeSafetensors, encodeSafetensors } from '../src/io/safetensors.js';
+import { useBackend } from '../src/node.js';
+import { importTorchResnet } from '../src/run/torch-import.js';
+import { byolSync } from './cli-helpers.js';
+
+const PYTHON = '/usr/bin/python3';
+const script = fileURLToPath(new URL('../../scripts/torch_fixtures.py', import.meta.url));
+const hasTorch = spawnSync(PYTHON, ['-c', 'import torch, torchvision'], { encoding: 'utf8' }).status === 0;
+const skip = hasTorch ? false : 'needs python3-torch and python3-torchvision (apt-get install python3-torch python3-torchvision)';
+const dir = mkdtempSync(join(tmpdir(), 'byol-torch-'));
+const mark = join(dir, 'pwned');
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Fixture {
+  encoder: string;
+  prefix?: string;
+  x: number[];
+  shape: [number, number, number, number];
+  features: number[];
+  dim: number;
+}
+let fixtures: Record<string, Fixture> = {};
+
+before(() => {
+  if (!hasTorch) return;
+  const r = spawnSync(PYTHON, [script, 'make', dir], { encoding: 'utf8', timeout: 180_000, env: { ...process.env, BYOL_HOSTILE_MARK: mark } });
+  assert.equal(r.status, 0, r.stderr);
+  fixtures = JSON.parse(readFileSync(join(dir, 'fixtures.json'), 'utf8')) as Record<string, Fixture>;
+});
+
+test('PyTorch checkpoints import with PyTorch\'s features: torchvision ResNet-18 and -50, a CIFAR stem, solo-learn\'s Lightning checkpoint, lightly\'s Sequential', { skip }, async () => {
+  await useBackend('cpu');
+  for (const [file, f] of Object.entries(fixtures)) {
+    const imp = await importTorchResnet(join(dir, file), { inputSize: f.shape[1] });
+    try {
+      assert.equal(imp.encoder, f.encoder, file);
+      assert.equal(imp.prefix, f.prefix ?? '', file);
+      assert.deepEqual(imp.missing, [], `${file}: missing ${imp.missing}`);
+      const got = tf.tidy(() => (imp.model.predict(tf.tensor4d(f.x, f.shape)) as tf.Tensor).dataSync());
+      assert.equal(got.length, f.features.length, file);
+      const scale = Math.max(...f.features.map(Math.abs));
+      const err = Array.from(got).reduce((m, v, i) => Math.max(m, Math.abs(v - f.features[i]!)), 0) / scale;
+      assert.ok(err <= 1e-4, `${file}: relative error ${err.toExponential(2)}`);
+    } finally {
+      imp.model.dispose();
+    }
+  }
+  const solo = await importTorchResnet(join(dir, 'solo.ckpt'));
+  assert.deepEqual(solo.otherPrefixes, ['momentum_backbone.'], 'the momentum copy is named, not taken');
+  assert.deepEqual(solo.unexpected, []);
+  solo.model.dispose();
+  const momentum = await importTorchResnet(join(dir, 'solo.ckpt'), { prefix: 'momentum_backbone.' });
+  momentum.model.dispose();
+  await assert.rejects(importTorchResnet(join(dir, 'solo.ckpt'), { prefix: 'target.' }), (e: unknown) => e instanceof ByolError && e.code === 'INVALID_OPTION' && /names no backbone .* "backbone\.", "momentum_backbone\."/.test((e as Error).message));
+});
+
+test('byol import → byol export --format safetensors: torchvision loads every backbone tensor, identical', { skip }, () => {
+  for (const [file, out] of [['tv18.pth', 'm18'], ['tv50.pth', 'm50'], ['solo.ckpt', 'msolo']] as const) {
+    const imported = byolSync(['import', join(dir, file), '--out', join(dir, out)]);
+    assert.equal(imported.code, 0, imported.err);
+    assert.match(imported.out, /^imported resnet(18|50)(-cifar)? from .* \(prefix "(backbone\.)?": (100|265) tensors mapped, 0 missing\) to .*model\.json in [\d.]+ s$/m);
+    const info = JSON.parse(readFileSync(join(dir, out, 'byol.json'), 'utf8')) as { padding: string; input: { mean: number[] } };
+    assert.equal(info.padding, 'torch');
+    assert.deepEqual(info.input.mean, [0.485, 0.456, 0.406]);
+    const st = join(dir, `${out}.safetensors`);
+    const exported = byolSync(['export', join(dir, out), '--format', 'safetensors', '--out', st]);
+    assert.equal(exported.code, 0, exported.err);
+    const r = spawnSync(PYTHON, [script, 'compare', st, join(dir, file), file === 'solo.ckpt' ? 'backbone.' : ''], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const c = JSON.parse(r.stdout) as { tensors: number; maxDiff: number; missing: string[]; unexpected: string[] };
+    assert.equal(c.maxDiff, 0, `${file}: tensors identical`);
+    assert.deepEqual(c.unexpected, []);
+    assert.deepEqual(c.missing, ['fc.weight', 'fc.bias'], `${file}: every backbone weight loads`);
+  }
+});
+
+test('hostile, damaged and foreign files are refused with one line, and nothing in them runs', { skip }, async () => {
+  await assert.rejects(readTorchFile(join(dir, 'hostile.pth')), (e: unknown) => e instanceof ByolError && /refusing the pickle global posix\.system|refusing the pickle global os\.system/.test((e as Error).message));
+  const r = byolSync(['import', join(dir, 'hostile.pth'), '--out', join(dir, 'never')]);
+  assert.equal(r.code, 2);
+  assert.match(r.err.trim(), /^byol: \S+hostile\.pth: refusing the pickle global (posix|os)\.system \(only the tensors, arrays and dicts of model weights are read; nothing in the file is run\)$/);
+  assert.equal(existsSync(mark), false, 'the pickle did not run');
+  assert.equal(existsSync(join(dir, 'never')), false, 'nothing written');
+  const whole = readFileSync(join(dir, 'tv18.pth'));
+  const cases: [string, Buffer, RegExp][] = [
+    ['truncated.pth', whole.subarray(0, Math.floor(whole.length / 2)), /not a ZIP archive|truncated|cut short|missing from the archive/],
+    ['text.pth', Buffer.from('not a checkpoint'), /not a PyTorch file/],
+    ['legacy.pth', Buffer.from([0x80, 0x02, 0x8a, 0x0a]), /legacy \(before PyTorch 1\.6\) format/],
+  ];
+  for (const [name, bytes, pattern] of cases) {
+    writeFileSync(join(dir, name), bytes);
+    const res = byolSync(['import', join(dir, name), '--out', join(dir, 'never')]);
+    assert.equal(res.code, 2, `${name}: ${res.err}`);
+    assert.equal(res.err.trim().split('\n').length, 1, name);
+    assert.match(res.err, pattern, name);
+  }
+});
+
+test('safetensors: encode → decode round trip; a truncated file is named', () => {
+  const tensors = new Map([
+    ['a.weight', { shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) }],
+    ['b', { shape: [], data: Float32Array.from([7]) }],
+  ]);
+  const bytes = encodeSafetensors(tensors, { format: 'pt' });
+  const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  assert.equal((8 + n) % 8, 0, 'data 8-byte aligned');
+  const back = decodeSafetensors(bytes, 'x.safetensors');
+  assert.deepEqual([...back.tensors.keys()], ['a.weight', 'b']);
+  assert.deepEqual(Array.from(back.tensors.get('a.weight')!.data), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(back.metadata, { format: 'pt' });
+  assert.throws(() => decodeSafetensors(bytes.subarray(0, bytes.length - 4), 'x.safetensors'), /x\.safetensors: a\.weight lies past|x\.safetensors: b lies past/);
+});
