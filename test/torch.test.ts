@@ -20,8 +20,8 @@ import { byolSync } from './cli-helpers.js';
 
 const PYTHON = '/usr/bin/python3';
 const script = fileURLToPath(new URL('../../scripts/torch_fixtures.py', import.meta.url));
-const hasTorch = spawnSync(PYTHON, ['-c', 'import torch, torchvision'], { encoding: 'utf8' }).status === 0;
-const skip = hasTorch ? false : 'needs python3-torch and python3-torchvision (apt-get install python3-torch python3-torchvision)';
+const hasTorch = spawnSync(PYTHON, ['-c', 'import torch, torchvision, onnx'], { encoding: 'utf8' }).status === 0;
+const skip = hasTorch ? false : 'needs python3-torch, python3-torchvision and python3-onnx (apt-get install python3-torch python3-torchvision python3-onnx)';
 const dir = mkdtempSync(join(tmpdir(), 'byol-torch-'));
 const mark = join(dir, 'pwned');
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -69,7 +69,7 @@ test('PyTorch checkpoints import with PyTorch\'s features: torchvision ResNet-18
   await assert.rejects(importTorchResnet(join(dir, 'solo.ckpt'), { prefix: 'target.' }), (e: unknown) => e instanceof ByolError && e.code === 'INVALID_OPTION' && /names no backbone .* "backbone\.", "momentum_backbone\."/.test((e as Error).message));
 });
 
-test('byol import → byol export --format safetensors: torchvision loads every backbone tensor, identical', { skip }, () => {
+test('byol import → byol export --format safetensors: torchvision loads every backbone tensor, identical; --format onnx passes onnx.checker', { skip }, () => {
   for (const [file, out] of [['tv18.pth', 'm18'], ['tv50.pth', 'm50'], ['solo.ckpt', 'msolo']] as const) {
     const imported = byolSync(['import', join(dir, file), '--out', join(dir, out)]);
     assert.equal(imported.code, 0, imported.err);
@@ -86,6 +86,13 @@ test('byol import → byol export --format safetensors: torchvision loads every 
     assert.equal(c.maxDiff, 0, `${file}: tensors identical`);
     assert.deepEqual(c.unexpected, []);
     assert.deepEqual(c.missing, ['fc.weight', 'fc.bias'], `${file}: every backbone weight loads`);
+    // And to ONNX, which onnx.checker accepts (its features are checked against onnxruntime in onnx.test).
+    const onnx = join(dir, `${out}.onnx`);
+    const o = byolSync(['export', join(dir, out), '--format', 'onnx', '--out', onnx]);
+    assert.equal(o.code, 0, o.err);
+    assert.match(o.out, /\(ONNX opset 13; input image \[N, 3, H, W\] in \[0, 1\], normalized inside\)$/m);
+    const check = spawnSync(PYTHON, ['-c', 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)', onnx], { encoding: 'utf8' });
+    assert.equal(check.status, 0, check.stderr);
   }
 });
 

@@ -13,6 +13,7 @@ import { knnAccuracy } from '../eval/knn.js';
 import { linearProbe } from '../eval/linear.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { loadLayersModelDir, saveLayersModelDir } from '../io/model-dir.js';
+import { exportOnnx } from '../io/onnx.js';
 import { encodeSafetensors } from '../io/safetensors.js';
 import { cloneArchitecture } from '../nets/encoder.js';
 import { resnetFeatureDim } from '../nets/resnet.js';
@@ -450,7 +451,7 @@ export async function runEmbed(argv: readonly string[], io: Io): Promise<number>
 export const EXPORT: Command = {
   name: 'export',
   summary: 'export the online encoder: a tfjs LayersModel folder, or safetensors with PyTorch names',
-  usage: 'byol export CHECKPOINT|RUN|MODEL --out DIR|FILE.safetensors [--format tfjs|safetensors]',
+  usage: 'byol export CHECKPOINT|RUN|MODEL --out DIR|FILE.safetensors|FILE.onnx [--format tfjs|safetensors|onnx]',
   positionals: [{ name: 'CHECKPOINT' }],
   notes: [
     'tfjs: a folder that loads with tf.loadLayersModel (http://…/model.json in a browser, file://… with tfjs-node). Input:',
@@ -460,10 +461,11 @@ export const EXPORT: Command = {
     'safetensors: the encoder\'s weights under PyTorch\'s names and layouts (byol\'s ResNets: torchvision\'s, so',
     'torchvision.models.resnet50().load_state_dict(load_file(FILE), strict=False) loads every backbone weight). MODEL is',
     'a model folder (from byol import or byol export).',
+    'onnx: opset 13, input `image` [N, C, H, W] in [0, 1] (normalized inside the graph), output `features` [N, D].',
   ].join('\n'),
   flags: [
     { name: 'out', type: 'string', arg: 'DIR|FILE', help: 'output folder (tfjs) or .safetensors file' },
-    { name: 'format', type: 'string', arg: 'F', choices: ['tfjs', 'safetensors'], help: 'default tfjs' },
+    { name: 'format', type: 'string', arg: 'F', choices: ['tfjs', 'safetensors', 'onnx'], help: 'default tfjs' },
     overwriteFlag,
     ...backendFlags,
   ],
@@ -502,15 +504,22 @@ export async function runExport(argv: readonly string[], io: Io): Promise<number
   const { flags, positionals } = parseArgs(EXPORT, argv);
   const out = flags.get('out') as string | undefined;
   const format = (flags.get('format') as string | undefined) ?? 'tfjs';
-  if (!out) throw new ByolError('INVALID_OPTION', `\`byol export\` needs --out ${format === 'tfjs' ? 'DIR' : 'FILE.safetensors'}`, 'out');
-  if (format === 'safetensors' && extname(out) !== '.safetensors') throw new ByolError('INVALID_OPTION', `--out must end in .safetensors with --format safetensors; got "${out}"`, 'out');
+  if (!out) throw new ByolError('INVALID_OPTION', `\`byol export\` needs --out ${format === 'tfjs' ? 'DIR' : `FILE.${format}`}`, 'out');
+  if (format !== 'tfjs' && extname(out) !== `.${format}`) throw new ByolError('INVALID_OPTION', `--out must end in .${format} with --format ${format}; got "${out}"`, 'out');
   const overwrite = flags.get('overwrite') === true;
-  if (format === 'safetensors') await claimOutputFile(out, overwrite);
+  if (format !== 'tfjs') await claimOutputFile(out, overwrite);
   await selectBackend(flags, io);
   const source = await encoderOf(positionals[0]!);
   const of = (detail: string) => `${shownPath(source.path)} (${source.step === null ? '' : `step ${source.step}, `}${detail})`;
   try {
-    if (format === 'safetensors') {
+    if (format === 'onnx') {
+      const input = (source.info['input'] ?? {}) as { mean?: number[]; std?: number[] };
+      const channels = source.model.inputs[0]!.shape[3] ?? 3;
+      const mean = input.mean ?? new Array<number>(channels).fill(0);
+      const std = input.std ?? new Array<number>(channels).fill(1);
+      await writeFileAtomic(out, await exportOnnx(source.model, { mean, std }));
+      io.out(`exported the encoder of ${of(`${source.featureDim} features`)} to ${out} (ONNX opset 13; input image [N, ${channels}, H, W] in [0, 1], normalized inside)`);
+    } else if (format === 'safetensors') {
       const state = torchStateOf(source.model);
       await writeFileAtomic(out, encodeSafetensors(state, { format: 'pt', byol: JSON.stringify(source.info) }));
       io.out(`exported the encoder of ${of(`${state.size} tensors, PyTorch names and layouts`)} to ${out}`);
