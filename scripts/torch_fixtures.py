@@ -11,6 +11,11 @@
                       hyper-parameters (an argparse.Namespace) and an epoch
         lightly.pth   an nn.Sequential of torchvision's children (lightly's backbones): keys 0., 1., 4.0.conv1, ...
         hostile.pth   a torch.save archive whose pickle calls os.system (must be refused, never run)
+        hostile.pkl   a plain protocol-2 pickle that does the same
+        official.pkl  an official BYOL checkpoint's structure (deepmind-research byol/utils/checkpointing.py): a
+                      protocol-2 pickle of {experiment_state: _ByolExperimentState(online_params, target_params,
+                      online_state, target_state, opt_state), step, rng}, Haiku module names, a ResNet-50 with
+                      TensorFlow's SAME padding; its features computed here by a PyTorch forward that pads as SAME
       and OUT_DIR/fixtures.json: per file, the input [N, H, W, C] (NHWC), the features and the encoder.
 
   /usr/bin/python3 scripts/torch_fixtures.py compare FILE.safetensors FILE.pth [PREFIX]
@@ -90,8 +95,109 @@ def make(out):
     meta['lightly.pth'] = {'encoder': 'resnet18', 'prefix': 'backbone.', **features(r18, 64)}
 
     torch.save({'model': Hostile()}, os.path.join(out, 'hostile.pth'))
+    import pickle
+    with open(os.path.join(out, 'hostile.pkl'), 'wb') as f:
+        pickle.dump({'experiment_state': Hostile()}, f, protocol=2)
+
+    official = randomize_batch_norm(torchvision.models.resnet50())
+    write_official(official.state_dict(), os.path.join(out, 'official.pkl'))
+    meta['official.pkl'] = {'encoder': 'resnet50', 'official': True, **same_padding_features(official.state_dict(), 64)}
     with open(os.path.join(out, 'fixtures.json'), 'w') as f:
         json.dump(meta, f)
+
+
+def to_haiku(state, net='res_net50'):
+    """torchvision names and layouts -> the official code's Haiku modules (params, state)."""
+    params, hstate = {}, {}
+    def module(key):
+        parts = key.split('.')
+        if parts[0] == 'conv1':
+            return f'{net}/~/initial_conv', 'conv'
+        if parts[0] == 'bn1':
+            return f'{net}/~/initial_batchnorm', 'bn'
+        group, block, kind = int(parts[0][5:]) - 1, parts[1], parts[2]
+        base = f'{net}/~/block_group_{group}/~/block_{block}/~/'
+        if kind == 'downsample':
+            return base + ('shortcut_conv' if parts[3] == '0' else 'shortcut_batchnorm'), 'conv' if parts[3] == '0' else 'bn'
+        return base + ('conv_' if kind.startswith('conv') else 'batchnorm_') + str(int(kind[-1]) - 1), 'conv' if kind.startswith('conv') else 'bn'
+    for key, value in state.items():
+        if key.startswith('fc.') or key.endswith('num_batches_tracked'):
+            continue
+        name, kind = module(key.rsplit('.', 1)[0])
+        field = key.rsplit('.', 1)[1]
+        v = value.numpy().astype(np.float32)
+        if kind == 'conv':
+            params.setdefault(name, {})['w'] = np.ascontiguousarray(v.transpose(2, 3, 1, 0))  # OIHW -> HWIO
+        elif field in ('weight', 'bias'):
+            params.setdefault(name, {})['scale' if field == 'weight' else 'offset'] = v.reshape(1, 1, 1, -1)
+        else:
+            ema = 'mean_ema' if field == 'running_mean' else 'var_ema'
+            hstate[f'{name}/~/{ema}'] = {'average': v.reshape(1, 1, 1, -1), 'counter': np.array(100, np.int32), 'hidden': v.reshape(1, 1, 1, -1) * 0.5}
+    # The heads and the online classifier, which an import leaves out.
+    params['projector/~/linear'] = {'w': np.random.rand(2048, 8).astype(np.float32), 'b': np.zeros(8, np.float32)}
+    params['classifier'] = {'w': np.random.rand(2048, 10).astype(np.float32), 'b': np.zeros(10, np.float32)}
+    return params, hstate
+
+
+def write_official(state, path):
+    import pickle
+    import types
+    from typing import Any, NamedTuple
+    # The experiment's state class, under the module name the official pickles carry.
+    module = types.ModuleType('byol.byol_experiment')
+    sys.modules.setdefault('byol', types.ModuleType('byol'))
+    sys.modules['byol.byol_experiment'] = module
+
+    class _ByolExperimentState(NamedTuple):
+        online_params: Any
+        target_params: Any
+        online_state: Any
+        target_state: Any
+        opt_state: Any
+    _ByolExperimentState.__module__ = 'byol.byol_experiment'
+    _ByolExperimentState.__qualname__ = '_ByolExperimentState'
+    module._ByolExperimentState = _ByolExperimentState
+    params, hstate = to_haiku(state)
+    # The target network shares the online arrays here (the pickle stores them once), to keep the file small.
+    experiment = _ByolExperimentState(online_params=params, target_params=params, online_state=hstate, target_state=hstate, opt_state=())
+    with open(path, 'wb') as f:
+        pickle.dump({'experiment_state': experiment, 'step': 1000, 'rng': np.array([0, 42], np.uint32)}, f, protocol=2)
+
+
+def same_padding_features(state, size):
+    """A ResNet-50 forward (eval mode) that pads as TensorFlow's SAME, as the official code's Haiku network."""
+    import torch.nn.functional as F
+
+    def same(x, k, s, value=0.0):
+        pads = []
+        for d in (3, 2):
+            n = x.shape[d]
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        return F.pad(x, pads, value=value)
+
+    def conv(x, name, s):
+        w = state[name + '.weight']
+        return F.conv2d(same(x, w.shape[-1], s), w, stride=s)
+
+    def bn(x, name):
+        return F.batch_norm(x, state[name + '.running_mean'], state[name + '.running_var'], state[name + '.weight'], state[name + '.bias'], False, 0.0, 1e-5)
+
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        y = F.relu(bn(conv(x, 'conv1', 2), 'bn1'))
+        y = F.max_pool2d(same(y, 3, 2, float('-inf')), 3, 2)
+        for g, blocks in enumerate([3, 4, 6, 3]):
+            for b in range(blocks):
+                p = f'layer{g + 1}.{b}'
+                s = 2 if b == 0 and g > 0 else 1
+                short = bn(conv(y, p + '.downsample.0', s), p + '.downsample.1') if b == 0 else y
+                z = F.relu(bn(conv(y, p + '.conv1', 1), p + '.bn1'))
+                z = F.relu(bn(conv(z, p + '.conv2', s), p + '.bn2'))
+                z = bn(conv(z, p + '.conv3', 1), p + '.bn3')
+                y = F.relu(z + short)
+        f = y.mean(dim=(2, 3))
+    return {'x': x.permute(0, 2, 3, 1).flatten().tolist(), 'shape': [2, size, size, 3], 'features': f.flatten().tolist(), 'dim': f.shape[1]}
 
 
 def compare(path, reference, prefix=''):

@@ -342,3 +342,22 @@ test('the primitive cache is bounded: 200 distinct shapes keep at most its limit
   assert.equal(open.stats[1]!.entries, 200);
   assert.ok(open.stats[1]!.bytes > 200 * 2e6, `${open.stats[1]!.bytes} bytes kept without a bound`);
 });
+
+test('native Pad and Slice (row copies) match the cpu backend: ranks 1–4, a constant, slices that are and are not contiguous', { skip }, async () => {
+  const cases: [number[], [number, number][]][] = [
+    [[2, 5, 6, 3], [[0, 0], [1, 1], [2, 1], [0, 0]]],
+    [[1, 4, 4, 2], [[1, 0], [0, 2], [3, 0], [1, 1]]],
+    [[3, 4], [[1, 2], [0, 3]]],
+    [[7], [[2, 1]]],
+  ];
+  for (const [i, [shape, pads]] of cases.entries()) {
+    const [ref, got] = await both(() => {
+      const x = rand(shape, i + 3);
+      const padded = tf.pad(x, pads, i === 1 ? 0.5 : 0);
+      const back = tf.slice(padded, pads.map((p) => p[0]), shape); // the gradient of a pad: not contiguous
+      const head = tf.slice(padded, pads.map(() => 0), padded.shape.map((d, k) => (k === 0 ? Math.max(1, d - 1) : d))); // contiguous
+      return [padded, back, head];
+    });
+    for (let k = 0; k < 3; k++) assert.deepEqual(got[k], ref[k], `case ${i}, output ${k}`);
+  }
+});

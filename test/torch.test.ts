@@ -14,8 +14,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ByolError } from '../src/errors.js';
 import { readTorchFile } from '../src/io/torch-file.js';
 import { decodeSafetensors, encodeSafetensors } from '../src/io/safetensors.js';
-import { useBackend } from '../src/node.js';
-import { importTorchResnet } from '../src/run/torch-import.js';
+import { loadNativeAddon, useBackend } from '../src/node.js';
+import { importResnet, importTorchResnet } from '../src/run/torch-import.js';
 import { byolSync } from './cli-helpers.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -29,6 +29,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 interface Fixture {
   encoder: string;
   prefix?: string;
+  official?: boolean;
   x: number[];
   shape: [number, number, number, number];
   features: number[];
@@ -43,13 +44,15 @@ before(() => {
   fixtures = JSON.parse(readFileSync(join(dir, 'fixtures.json'), 'utf8')) as Record<string, Fixture>;
 });
 
-test('PyTorch checkpoints import with PyTorch\'s features: torchvision ResNet-18 and -50, a CIFAR stem, solo-learn\'s Lightning checkpoint, lightly\'s Sequential', { skip }, async () => {
-  await useBackend('cpu');
+test('checkpoints import with their own framework\'s features: torchvision ResNet-18 and -50, a CIFAR stem, solo-learn\'s Lightning checkpoint, lightly\'s Sequential, the official BYOL (Haiku) format', { skip }, async () => {
+  await useBackend(loadNativeAddon() ? 'native' : 'wasm');
   for (const [file, f] of Object.entries(fixtures)) {
-    const imp = await importTorchResnet(join(dir, file), { inputSize: f.shape[1] });
+    const imp = await importResnet(join(dir, file), { inputSize: f.shape[1] });
     try {
       assert.equal(imp.encoder, f.encoder, file);
-      assert.equal(imp.prefix, f.prefix ?? '', file);
+      assert.equal(imp.prefix, f.official ? 'res_net50/~/' : (f.prefix ?? ''), file);
+      assert.equal(imp.padding, f.official ? 'same' : 'torch', file);
+      if (f.official) assert.deepEqual(imp.unexpected, ['projector/~/linear', 'classifier'], 'the heads and the online classifier are named, not imported');
       assert.deepEqual(imp.missing, [], `${file}: missing ${imp.missing}`);
       const got = tf.tidy(() => (imp.model.predict(tf.tensor4d(f.x, f.shape)) as tf.Tensor).dataSync());
       assert.equal(got.length, f.features.length, file);
@@ -96,18 +99,46 @@ test('byol import → byol export --format safetensors: torchvision loads every 
   }
 });
 
+test('pretrain --init FILE starts BYOL from imported weights, kept in the run as init/ (bit-identical to the file)', { skip }, async () => {
+  const sharp = (await import('sharp')).default;
+  const pics = join(dir, 'pics');
+  for (const [k, name] of ['a', 'b'].entries()) {
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(join(pics, name), { recursive: true });
+    for (let i = 0; i < 8; i++) await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 40 * k + i, g: 100, b: 200 - 30 * k } } }).png().toFile(join(pics, name, `${i}.png`));
+  }
+  const run = join(dir, 'init-run');
+  const r = byolSync(['pretrain', `folder:${pics}`, '--init', join(dir, 'cifar18.pth'), '--preset', 'cifar', '--out', run, '--epochs', '1', '--batch', '4', '--projector-hidden', '32', '--predictor-hidden', '32', '--holdout', '0']);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /^init: resnet18-cifar from \S+cifar18\.pth \(100 tensors mapped, 0 missing; not used: fc\.weight, fc\.bias\)$/m);
+  assert.match(r.out, /done: 4 steps/);
+  const config = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8')) as { run: { encoder: string } };
+  assert.equal(config.run.encoder, join(run, 'init'));
+  const st = join(dir, 'init.safetensors');
+  assert.equal(byolSync(['export', join(run, 'init'), '--format', 'safetensors', '--out', st]).code, 0);
+  const c = JSON.parse(spawnSync(PYTHON, [script, 'compare', st, join(dir, 'cifar18.pth')], { encoding: 'utf8' }).stdout) as { maxDiff: number };
+  assert.equal(c.maxDiff, 0);
+  const both = byolSync(['pretrain', `folder:${pics}`, '--init', join(dir, 'cifar18.pth'), '--encoder', 'convnet', '--out', join(dir, 'never')]);
+  assert.equal(both.code, 2);
+  assert.match(both.err, /--init and --encoder both choose the encoder; give one/);
+});
+
 test('hostile, damaged and foreign files are refused with one line, and nothing in them runs', { skip }, async () => {
   await assert.rejects(readTorchFile(join(dir, 'hostile.pth')), (e: unknown) => e instanceof ByolError && /refusing the pickle global posix\.system|refusing the pickle global os\.system/.test((e as Error).message));
   const r = byolSync(['import', join(dir, 'hostile.pth'), '--out', join(dir, 'never')]);
   assert.equal(r.code, 2);
   assert.match(r.err.trim(), /^byol: \S+hostile\.pth: refusing the pickle global (posix|os)\.system \(only the tensors, arrays and dicts of model weights are read; nothing in the file is run\)$/);
-  assert.equal(existsSync(mark), false, 'the pickle did not run');
+  const plain = byolSync(['import', join(dir, 'hostile.pkl'), '--out', join(dir, 'never')]);
+  assert.equal(plain.code, 2);
+  assert.match(plain.err.trim(), /^byol: \S+hostile\.pkl: refusing the pickle global (posix|os)\.system/);
+  assert.equal(existsSync(mark), false, 'the pickles did not run');
   assert.equal(existsSync(join(dir, 'never')), false, 'nothing written');
   const whole = readFileSync(join(dir, 'tv18.pth'));
   const cases: [string, Buffer, RegExp][] = [
     ['truncated.pth', whole.subarray(0, Math.floor(whole.length / 2)), /not a ZIP archive|truncated|cut short|missing from the archive/],
     ['text.pth', Buffer.from('not a checkpoint'), /not a PyTorch file/],
-    ['legacy.pth', Buffer.from([0x80, 0x02, 0x8a, 0x0a]), /legacy \(before PyTorch 1\.6\) format/],
+    ['legacy.pth', Buffer.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19]), /legacy \(before PyTorch 1\.6\) format/],
+    ['cut.pkl', readFileSync(join(dir, 'official.pkl')).subarray(0, 5000), /truncated pickle/],
   ];
   for (const [name, bytes, pattern] of cases) {
     writeFileSync(join(dir, name), bytes);

@@ -19,7 +19,7 @@ import { cloneArchitecture } from '../nets/encoder.js';
 import { resnetFeatureDim } from '../nets/resnet.js';
 import { resolveViewsConfig, type ViewsConfig } from '../views/options.js';
 import { torchStateOf } from '../nets/torch-weights.js';
-import { importTorchResnet } from '../run/torch-import.js';
+import { importResnet } from '../run/torch-import.js';
 import { encodeNpy } from '../io/npy.js';
 import { claimOutputFile } from '../io/output.js';
 import { shownPath } from '../io/paths.js';
@@ -113,6 +113,7 @@ export const PRETRAIN: Command = {
     { name: 'resume', type: 'string', arg: 'DIR', help: 'continue the run in DIR from its newest checkpoint (from step 0 when it has none)' },
     { name: 'preset', type: 'string', arg: 'NAME', choices: ['cifar', 'imagenet', 'grey'], help: 'views and default encoder (default: from the dataset)' },
     { name: 'encoder', type: 'string', arg: 'NAME|DIR', help: 'resnet18-cifar, resnet18, resnet50, convnet, … or a tfjs model folder' },
+    { name: 'init', type: 'string', arg: 'FILE|DIR', help: 'start from these weights (online and target): a PyTorch file, an official BYOL .pkl, or a model folder' },
     { name: 'width', type: 'int', arg: 'N', min: 1, help: 'ResNet width multiplier (default 1)' },
     { name: 'epochs', type: 'int', arg: 'N', min: 1, help: `epochs (default ${PRETRAIN_DEFAULTS.epochs}; the paper trains 1000, its ablations 300)` },
     { name: 'batch', type: 'int', arg: 'N', min: 2, help: `images per step (default ${PRETRAIN_DEFAULTS.batchSize}; paper 4096, lr scales as batch/256)` },
@@ -187,6 +188,7 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
   let config: PretrainConfig | undefined;
   const changes: Partial<Record<ResumeChange, unknown>> = {};
   let runBackend: BackendRecord | null = null;
+  let initModel: { model: tfl.LayersModel; info: Record<string, unknown> } | undefined;
   if (resume !== undefined) {
     const extra = [...flags.keys()].find((k) => !(k in RESUME_FLAGS));
     if (extra || positionals.length) {
@@ -202,13 +204,27 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
     if (positionals.length === 0) throw new ByolError('INVALID_OPTION', `\`byol pretrain\` needs a DATASET (usage: ${PRETRAIN.usage})`, 'dataset');
     if (!out) throw new ByolError('INVALID_OPTION', '`byol pretrain` needs --out DIR (the run folder)', 'out');
     outDir = out;
+    const init = flags.get('init') as string | undefined;
+    if (init !== undefined && flags.has('encoder')) throw new ByolError('INVALID_OPTION', '--init and --encoder both choose the encoder; give one', 'init');
+    // A model folder starts the run as --encoder DIR does; a weights file is imported (kept as the run's init/).
+    if (init !== undefined && isModelFolder(init)) flags.set('encoder', init);
     config = pretrainConfigFrom(positionals[0]!, flags);
   }
   const { backend, note } = await selectBackend(flags, io, runBackend);
+  const initFile = flags.get('init') as string | undefined;
+  if (config && initFile !== undefined && !isModelFolder(initFile)) {
+    const imp = await importResnet(initFile, { inputSize: runViews(config).size });
+    initModel = {
+      model: imp.model,
+      info: { source: { file: resolve(initFile), format: imp.format, prefix: imp.prefix, mapped: imp.mapped.length, missing: imp.missing, unexpected: imp.unexpected }, encoder: imp.encoder, width: imp.width, padding: imp.padding },
+    };
+    io.out(`init: ${imp.encoder} from ${initFile} (${imp.mapped.length} tensors mapped, ${imp.missing.length} missing; not used: ${imp.unexpected.join(', ') || 'nothing'})`);
+  }
   const progress = new Progress(io, (flags.get('log-every') as number | undefined) ?? 20);
   const result = await pretrain(
     {
       outDir,
+      ...(initModel ? { init: initModel } : {}),
       ...(config ? { config } : {}),
       resume: resume !== undefined,
       changes: changes as Partial<Pick<PretrainConfig, ResumeChange>>,
@@ -217,7 +233,7 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
       ...(flags.get('overwrite') ? { overwrite: true } : {}),
     },
     { log: (l) => progress.message(l), onStep: (r, info) => progress.step(r, info), shouldStop: stopRequested },
-  );
+  ).finally(() => initModel?.model.dispose());
   progress.end();
   if (result.status === 'stopped') return 'stopped';
   io.out(`done: ${result.step} steps; checkpoint ${result.checkpoint === null ? 'none' : shownPath(result.checkpoint)}${result.knn === null ? '' : `; kNN top-1 ${(100 * result.knn).toFixed(2)} %`}`);
@@ -540,24 +556,27 @@ const IMAGENET_STD = [0.229, 0.224, 0.225];
 
 export const IMPORT: Command = {
   name: 'import',
-  summary: 'import a PyTorch ResNet backbone (.pth, .pt, Lightning .ckpt) as a byol model folder',
+  summary: 'import a ResNet backbone (PyTorch .pth/.pt/.ckpt, or an official BYOL .pkl) as a byol model folder',
   usage: 'byol import FILE --out DIR [options]',
   positionals: [{ name: 'FILE' }],
   notes: [
     'Reads torch.save files without running anything in them. torchvision names, a prefix (backbone., module., …; found,',
     'or --prefix), lightly\'s numbered Sequential and Lightning checkpoints are recognized; depth, stem (ImageNet 7×7 or',
-    'CIFAR 3×3) and width come from the weights. The model pads as PyTorch does, so its features are PyTorch\'s. DIR',
-    'then serves as --encoder DIR for pretrain, and as the model of eval, embed and export.',
+    'CIFAR 3×3) and width come from the weights. The model pads as PyTorch does, so its features are PyTorch\'s. The',
+    'official BYOL checkpoints (deepmind-research: pretrain_res50x1.pkl, pretrain_res200x2.pkl; Haiku, TensorFlow\'s',
+    'padding as byol\'s own ResNets) are read the same way. DIR then serves as --encoder DIR for pretrain, and as the model',
+    'of eval, embed and export.',
   ].join('\n'),
   flags: [
     { name: 'out', type: 'string', arg: 'DIR', help: 'model folder to write (model.json, weights, byol.json)' },
     { name: 'prefix', type: 'string', arg: 'P', help: 'key prefix of the backbone (default: found; the online network\'s)' },
+    { name: 'network', type: 'string', arg: 'N', choices: ['online', 'target'], help: 'official checkpoints: which network (default online)' },
     { name: 'size', type: 'int', arg: 'N', min: 1, help: 'input image side (default 224, or 32 for a CIFAR stem)' },
     { name: 'mean', type: 'string', arg: 'R,G,B', help: `input normalization mean (default ImageNet's ${IMAGENET_MEAN.join(',')})` },
     { name: 'std', type: 'string', arg: 'R,G,B', help: `input normalization std (default ImageNet's ${IMAGENET_STD.join(',')})` },
     overwriteFlag,
   ],
-  examples: ['byol import resnet50-weights.pth --out models/r50', 'byol import solo-byol.ckpt --prefix backbone. --out models/solo'],
+  examples: ['byol import resnet50-weights.pth --out models/r50', 'byol import solo-byol.ckpt --prefix backbone. --out models/solo', 'byol import pretrain_res50x1.pkl --out models/byol-r50'],
 };
 
 function triple(flags: Flags, name: string, fallback: number[]): number[] {
@@ -581,14 +600,15 @@ export async function runImport(argv: readonly string[], io: Io): Promise<number
   const file = positionals[0]!;
   const prefix = flags.get('prefix') as string | undefined;
   const size = flags.get('size') as number | undefined;
-  const imp = await importTorchResnet(file, { ...(prefix !== undefined ? { prefix } : {}), ...(size !== undefined ? { inputSize: size } : {}) });
+  const network = flags.get('network') as 'online' | 'target' | undefined;
+  const imp = await importResnet(file, { ...(prefix !== undefined ? { prefix } : {}), ...(size !== undefined ? { inputSize: size } : {}), ...(network ? { network } : {}) });
   try {
     const inputShape = imp.model.inputs[0]!.shape;
     const info = {
-      source: { file: resolve(file), format: 'pytorch', prefix: imp.prefix, mapped: imp.mapped.length, missing: imp.missing, unexpected: imp.unexpected },
+      source: { file: resolve(file), format: imp.format, prefix: imp.prefix, mapped: imp.mapped.length, missing: imp.missing, unexpected: imp.unexpected },
       encoder: imp.encoder,
       width: imp.width,
-      padding: 'torch',
+      padding: imp.padding,
       input: { size: inputShape[1], channels: inputShape[3], range: '[0, 1] then (x − mean) / std', mean, std },
       featureDim: resnetFeatureDim(imp.depth, imp.width),
     };

@@ -3,7 +3,7 @@ import { invalidOption } from '../errors.js';
 import { batchNorm } from './batchnorm.js';
 import { DEFAULT_BATCH_NORM, fanInTruncatedNormal, SeedStream, type BatchNormConfig } from './init.js';
 
-export type ResNetDepth = 18 | 34 | 50 | 101 | 152;
+export type ResNetDepth = 18 | 34 | 50 | 101 | 152 | 200;
 
 export interface ResNetConfig {
   /** 18 and 34 use basic blocks, 50 and deeper bottleneck blocks (He et al. 2016, Table 1). */
@@ -41,6 +41,8 @@ const BLOCKS: Record<ResNetDepth, readonly [number, number, number, number]> = {
   50: [3, 4, 6, 3],
   101: [3, 4, 23, 3],
   152: [3, 8, 36, 3],
+  // The official code's ResNet-200 (its published 2× checkpoint).
+  200: [3, 24, 36, 3],
 };
 
 /** Output feature size of a ResNet: 512·width (basic blocks) or 2048·width (bottleneck). */
@@ -60,7 +62,7 @@ export function resnet(config: ResNetConfig): tfl.LayersModel {
   const width = config.width ?? 1;
   if (!(Number.isInteger(width) && width >= 1)) throw invalidOption('width', 'a positive integer', width);
   const blocks = BLOCKS[config.depth];
-  if (!blocks) throw invalidOption('depth', 'one of 18, 34, 50, 101, 152', config.depth);
+  if (!blocks) throw invalidOption('depth', 'one of 18, 34, 50, 101, 152, 200', config.depth);
   const bn = config.batchNorm ?? DEFAULT_BATCH_NORM;
   const seeds = new SeedStream(config.seed);
   const bottleneck = config.depth >= 50;

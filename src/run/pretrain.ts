@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { appendFile, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
 import { Byol, type LearnerState, type StepResult } from '../byol/learner.js';
 import { batchCount, batches, type ImageBatch, type ImageSource } from '../data/source.js';
 import { ByolError } from '../errors.js';
@@ -19,7 +20,9 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { saveCheckpoint } from '../io/checkpoint.js';
 import { isFsError, writeFailed } from '../io/fs.js';
 import { OutputDir, outputKindOf } from '../io/output.js';
+import { saveLayersModelDir } from '../io/model-dir.js';
 import { shownPath } from '../io/paths.js';
+import { cloneArchitecture } from '../nets/encoder.js';
 import { ViewSampler } from '../views/views.js';
 import { describeBackend, learnerOptions, resolvePretrainConfig, runViews, RESUME_CHANGES, type BackendRecord, type PretrainConfig, type ResumeChange } from './config.js';
 import { checkpointName, CHECKPOINT_DIR, encoderModelFor, legacyConfig, listCheckpoints, pruneCheckpoints, readRunCheckpoint, removeStaleTemporaries, type CheckpointMeta } from './checkpoints.js';
@@ -54,7 +57,17 @@ export interface RunRecord {
   readonly [key: string]: unknown;
 }
 
-export const RUN_FILES = ['config.json', 'metrics.jsonl', CHECKPOINT_DIR, LOCK_FILE, 'files.json'] as const;
+/** Where a run started with `init` keeps its starting weights (a model folder). */
+export const INIT_DIR = 'init';
+
+export const RUN_FILES = ['config.json', 'metrics.jsonl', CHECKPOINT_DIR, LOCK_FILE, 'files.json', INIT_DIR] as const;
+
+/** A copy of a model (its architecture rebuilt, so batch norm gets the fused training pass) with its weights. */
+function copyOf(model: tfl.LayersModel): tfl.LayersModel {
+  const copy = cloneArchitecture(model);
+  copy.setWeights(model.getWeights());
+  return copy;
+}
 
 export interface PretrainHooks {
   /** Progress and messages. */
@@ -88,6 +101,11 @@ export interface PretrainArgs {
   readonly backendNote?: string;
   /** Start a new run in a non-empty folder byol did not make, beside its files (none replaced). */
   readonly overwrite?: boolean;
+  /**
+   * A new run's starting weights (online and target): an imported encoder and its byol.json. It is kept in the run
+   * folder as `init/` (a model folder), which the run's config names as its encoder.
+   */
+  readonly init?: { readonly model: tfl.LayersModel; readonly info: Readonly<Record<string, unknown>> };
 }
 
 /** The record of the run in `dir` (its config.json), or null when `dir` holds no run. Errors name a damaged file. */
@@ -275,7 +293,8 @@ export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promis
     if (resumeFrom && resumeFrom.meta.stepsPerEpoch !== stepsPerEpoch) {
       throw new ByolError('INVALID_STATE', `${resumePath}: written with ${resumeFrom.meta.stepsPerEpoch} steps per epoch, the dataset now gives ${stepsPerEpoch}`, resumePath!);
     }
-    const encoderModel = await encoderModelFor(config, resumeFrom?.meta.encoderTopology ?? null);
+    if (args.init && !args.resume) config = { ...config, encoder: join(outDir, INIT_DIR) };
+    const encoderModel = args.init && !args.resume ? copyOf(args.init.model) : await encoderModelFor(config, resumeFrom?.meta.encoderTopology ?? null);
     const encoderTopology: unknown = encoderModel ? encoderModel.toJSON(null, false) : null;
     learner = new Byol(learnerOptions(config, stepsPerEpoch, encoderModel));
     const sampler = new ViewSampler(views, { seed: config.seed + 1 });
@@ -290,6 +309,7 @@ export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promis
       process.on('exit', releaseOnExit);
       if ((await listCheckpoints(outDir)).length > 0) throw new ByolError('OUTPUT_EXISTS', `${dirShown}: another process started a run here meanwhile; choose another --out`, 'out');
       for (const dir of [outDir, join(outDir, CHECKPOINT_DIR)]) await removeStaleTemporaries(dir);
+      if (args.init) await saveLayersModelDir(args.init.model, join(outDir, INIT_DIR), { overwrite: true, extra: { 'byol.json': `${JSON.stringify(args.init.info, null, 2)}\n` } });
     }
 
     const runRecord = (): RunRecord => ({

@@ -6,6 +6,8 @@
  */
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { ByolError } from '../errors.js';
+import { open } from 'node:fs/promises';
+import { readHaikuCheckpoint, type NpArray } from '../io/haiku-file.js';
 import { flattenTensors, readTorchFile, TorchTensor } from '../io/torch-file.js';
 import { resnet, type ResNetDepth } from '../nets/resnet.js';
 import { loadTorchState, torchKeysOf, type TorchArray } from '../nets/torch-weights.js';
@@ -24,6 +26,9 @@ export interface TorchImport {
   readonly depth: ResNetDepth;
   readonly stem: 'imagenet' | 'cifar';
   readonly width: number;
+  /** `torch` for PyTorch files, `same` (TensorFlow's) for the official checkpoints. */
+  readonly padding: 'same' | 'torch';
+  readonly format: 'pytorch' | 'byol-official';
   readonly prefix: string;
   /** Other backbone prefixes the file holds (a target or momentum network, say). */
   readonly otherPrefixes: readonly string[];
@@ -39,6 +44,7 @@ const DEPTHS: readonly [ResNetDepth, string, boolean][] = [
   [50, '3,4,6,3', true],
   [101, '3,4,23,3', true],
   [152, '3,8,36,3', true],
+  [200, '3,24,36,3', true],
 ];
 
 /** lightly's backbones are torchvision's children in an nn.Sequential: 0 conv1, 1 bn1, 4–7 layer1–4. */
@@ -111,11 +117,21 @@ export async function importTorchResnet(file: string, options: TorchImportOption
     return n;
   });
   const depth = DEPTHS.find(([, b, bot]) => b === blocks.join(',') && bot === bottleneck)?.[0];
-  if (!depth) throw fail(`its backbone has ${blocks.join('-')} ${bottleneck ? 'bottleneck' : 'basic'} blocks, not a ResNet-18/34/50/101/152`);
-  const size = options.inputSize ?? (stem === 'imagenet' ? 224 : 32);
-  const model = resnet({ depth, stem, width, inputShape: [size, size, conv1.shape[1]!], padding: 'torch', name: `resnet${depth}${stem === 'cifar' ? '_cifar' : ''}` });
+  if (!depth) throw fail(`its backbone has ${blocks.join('-')} ${bottleneck ? 'bottleneck' : 'basic'} blocks, not a ResNet-18/34/50/101/152/200`);
   const backbone = new Map<string, TorchArray>();
   for (const [k, v] of state) if (k.startsWith(prefix)) backbone.set(k.slice(prefix.length), v);
+  return buildResnet(file, backbone, { depth, stem, width, channels: conv1.shape[1]!, padding: 'torch', prefix, otherPrefixes: prefixes.filter((p) => p !== prefix), inputSize: options.inputSize });
+}
+
+/** Builds byol's ResNet of the given architecture and loads a backbone state (PyTorch names and layouts) into it. */
+function buildResnet(
+  file: string,
+  backbone: Map<string, TorchArray>,
+  a: { depth: ResNetDepth; stem: 'imagenet' | 'cifar'; width: number; channels: number; padding: 'same' | 'torch'; prefix: string; otherPrefixes: string[]; inputSize: number | undefined },
+): TorchImport {
+  const { depth, stem, width } = a;
+  const size = a.inputSize ?? (stem === 'imagenet' ? 224 : 32);
+  const model = resnet({ depth, stem, width, inputShape: [size, size, a.channels], padding: a.padding, name: `resnet${depth}${stem === 'cifar' ? '_cifar' : ''}` });
   let report;
   try {
     report = loadTorchState(model, backbone, file);
@@ -131,10 +147,105 @@ export async function importTorchResnet(file: string, options: TorchImportOption
     depth,
     stem,
     width,
-    prefix,
-    otherPrefixes: prefixes.filter((p) => p !== prefix),
+    padding: a.padding,
+    format: a.padding === 'torch' ? 'pytorch' : 'byol-official',
+    prefix: a.prefix,
+    otherPrefixes: a.otherPrefixes,
     mapped: report.mapped,
     missing: report.missing,
     unexpected,
   };
+}
+
+/** Haiku's module names in the official code's ResNet (byol/utils/networks.py, Haiku's BlockV1) → PyTorch's. */
+function haikuToTorch(module: string, net: string): string | null {
+  if (!module.startsWith(`${net}/~/`)) return null;
+  const rest = module.slice(net.length + 3);
+  if (rest === 'initial_conv') return 'conv1';
+  if (rest === 'initial_batchnorm') return 'bn1';
+  const shortcut = /^block_group_(\d+)\/~\/block_(\d+)\/~\/shortcut_(conv|batchnorm)$/.exec(rest);
+  if (shortcut) return `layer${Number(shortcut[1]) + 1}.${shortcut[2]}.downsample.${shortcut[3] === 'conv' ? 0 : 1}`;
+  const inner = /^block_group_(\d+)\/~\/block_(\d+)\/~\/(conv|batchnorm)_(\d+)$/.exec(rest);
+  if (inner) return `layer${Number(inner[1]) + 1}.${inner[2]}.${inner[3] === 'conv' ? 'conv' : 'bn'}${Number(inner[4]) + 1}`;
+  return null;
+}
+
+/**
+ * Imports the online (or target) encoder of an official BYOL checkpoint (deepmind-research's pretrain_res50x1.pkl,
+ * pretrain_res200x2.pkl): Haiku's ResNet with TensorFlow's "SAME" padding, which byol's ResNets share. Batch-norm
+ * statistics are the moving averages' debiased `average`.
+ */
+export async function importOfficialResnet(file: string, options: { network?: 'online' | 'target'; inputSize?: number } = {}): Promise<TorchImport> {
+  const fail = (why: string) => new ByolError('INVALID_DATA', `${file}: ${why}`, file);
+  const ckpt = await readHaikuCheckpoint(file, options.network ?? 'online');
+  const conv = [...ckpt.params.keys()].find((k) => k.endsWith('/~/initial_conv'));
+  if (!conv) throw fail(`no ResNet found (no Haiku module ends in /~/initial_conv; modules: ${[...ckpt.params.keys()].slice(0, 3).join(', ')})`);
+  const net = conv.slice(0, -'/~/initial_conv'.length);
+  const backbone = new Map<string, TorchArray>();
+  const unused: string[] = [];
+  const vector = (a: NpArray) => ({ shape: [a.data.length], data: a.data });
+  for (const [module, params] of ckpt.params) {
+    const name = haikuToTorch(module, net);
+    if (!name) {
+      unused.push(module);
+      continue;
+    }
+    const w = params.get('w');
+    if (w) {
+      const [kh, kw, ci, co] = w.shape as [number, number, number, number];
+      backbone.set(`${name}.weight`, { shape: [co, ci, kh, kw], data: hwioToOihw(w.data, w.shape) });
+    }
+    const scale = params.get('scale');
+    const offset = params.get('offset');
+    if (scale) backbone.set(`${name}.weight`, vector(scale));
+    if (offset) backbone.set(`${name}.bias`, vector(offset));
+    const mean = ckpt.state.get(`${module}/~/mean_ema`)?.get('average');
+    const variance = ckpt.state.get(`${module}/~/var_ema`)?.get('average');
+    if (mean) backbone.set(`${name}.running_mean`, vector(mean));
+    if (variance) backbone.set(`${name}.running_var`, vector(variance));
+  }
+  const conv1 = backbone.get('conv1.weight')!;
+  const blocks = [1, 2, 3, 4].map((l) => {
+    let n = 0;
+    while (backbone.has(`layer${l}.${n}.conv1.weight`)) n++;
+    return n;
+  });
+  const bottleneck = backbone.has('layer1.0.conv3.weight');
+  const depth = DEPTHS.find(([, b, bot]) => b === blocks.join(',') && bot === bottleneck)?.[0];
+  if (!depth) throw fail(`its ResNet has ${blocks.join('-')} ${bottleneck ? 'bottleneck' : 'basic'} blocks, not a ResNet-18/34/50/101/152/200`);
+  if (!bottleneck && backbone.has('layer1.0.downsample.0.weight')) {
+    throw fail('its first block group has a projection shortcut without a change of shape (use_projection), which byol\'s ResNet-18/34 lack');
+  }
+  const imported = buildResnet(file, backbone, { depth, stem: 'imagenet', width: conv1.shape[0]! / 64, channels: conv1.shape[1]!, padding: 'same', prefix: `${net}/~/`, otherPrefixes: [], inputSize: options.inputSize });
+  return { ...imported, unexpected: [...imported.unexpected, ...unused] };
+}
+
+/** HWIO [h, w, i, o] → OIHW. */
+function hwioToOihw(v: Float32Array, shape: readonly number[]): Float32Array {
+  const [h, w, i, o] = shape as [number, number, number, number];
+  const out = new Float32Array(v.length);
+  for (let a = 0; a < h; a++) for (let b = 0; b < w; b++) for (let c = 0; c < i; c++) for (let d = 0; d < o; d++) out[((d * i + c) * h + a) * w + b] = v[((a * w + b) * i + c) * o + d]!;
+  return out;
+}
+
+/** A PyTorch file or an official BYOL (Haiku) pickle, told apart by their first bytes. */
+export async function importResnet(file: string, options: TorchImportOptions & { network?: 'online' | 'target' } = {}): Promise<TorchImport> {
+  let head: Buffer;
+  try {
+    const h = await open(file, 'r');
+    try {
+      head = Buffer.alloc(4);
+      await h.read(head, 0, 4, 0);
+    } finally {
+      await h.close();
+    }
+  } catch (e) {
+    throw new ByolError('INVALID_DATA', `${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, file);
+  }
+  // A pickle (the official checkpoints) starts with PROTO 2; torch.save files are ZIP archives ("PK"), and those of
+  // PyTorch before 1.6 a pickled magic number (PROTO 2, LONG1 of 10 bytes), which the torch reader names.
+  if (head[0] === 0x80 && head[1] === 2 && !(head[2] === 0x8a && head[3] === 0x0a)) {
+    return importOfficialResnet(file, { ...(options.network ? { network: options.network } : {}), ...(options.inputSize ? { inputSize: options.inputSize } : {}) });
+  }
+  return importTorchResnet(file, options);
 }
