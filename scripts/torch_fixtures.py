@@ -12,11 +12,17 @@
         lightly.pth   an nn.Sequential of torchvision's children (lightly's backbones): keys 0., 1., 4.0.conv1, ...
         hostile.pth   a torch.save archive whose pickle calls os.system (must be refused, never run)
         hostile.pkl   a plain protocol-2 pickle that does the same
+        bad-shape.pth a torchvision ResNet-18 state dict with one kernel of the wrong shape
         official.pkl  an official BYOL checkpoint's structure (deepmind-research byol/utils/checkpointing.py): a
                       protocol-2 pickle of {experiment_state: _ByolExperimentState(online_params, target_params,
                       online_state, target_state, opt_state), step, rng}, Haiku module names, a ResNet-50 with
                       TensorFlow's SAME padding; its features computed here by a PyTorch forward that pads as SAME
       and OUT_DIR/fixtures.json: per file, the input [N, H, W, C] (NHWC), the features and the encoder.
+
+  /usr/bin/python3 scripts/torch_fixtures.py whole FILE.safetensors
+      Loads a whole-learner export (byol export --whole) into PyTorch modules — torchvision ResNets for the online and
+      target encoders, nn.Sequential(Linear, BatchNorm1d, ReLU, Linear) for the heads — strictly for the heads, and
+      prints JSON: per module, the keys it was missing or did not expect.
 
   /usr/bin/python3 scripts/torch_fixtures.py compare FILE.safetensors FILE.pth [PREFIX]
       Loads a safetensors file (parsed here, no extra package) into torchvision's resnet of the right depth with
@@ -95,6 +101,9 @@ def make(out):
     meta['lightly.pth'] = {'encoder': 'resnet18', 'prefix': 'backbone.', **features(r18, 64)}
 
     torch.save({'model': Hostile()}, os.path.join(out, 'hostile.pth'))
+    bad = dict(r18.state_dict())
+    bad['layer2.0.conv1.weight'] = torch.zeros(128, 32, 3, 3)
+    torch.save(bad, os.path.join(out, 'bad-shape.pth'))
     import pickle
     with open(os.path.join(out, 'hostile.pkl'), 'wb') as f:
         pickle.dump({'experiment_state': Hostile()}, f, protocol=2)
@@ -200,17 +209,40 @@ def same_padding_features(state, size):
     return {'x': x.permute(0, 2, 3, 1).flatten().tolist(), 'shape': [2, size, size, 3], 'features': f.flatten().tolist(), 'dim': f.shape[1]}
 
 
-def compare(path, reference, prefix=''):
+def read_safetensors(path):
     raw = open(path, 'rb').read()
     n = struct.unpack('<Q', raw[:8])[0]
     header = json.loads(raw[8:8 + n])
     data = raw[8 + n:]
-    tensors = {}
+    out = {}
     for k, v in header.items():
-        if k == '__metadata__':
-            continue
-        begin, end = v['data_offsets']
-        tensors[k] = torch.from_numpy(np.frombuffer(data[begin:end], dtype='<f4').reshape(v['shape']).copy())
+        if k != '__metadata__':
+            begin, end = v['data_offsets']
+            out[k] = torch.from_numpy(np.frombuffer(data[begin:end], dtype='<f4').reshape(v['shape']).copy())
+    return out
+
+
+def whole(path):
+    tensors = read_safetensors(path)
+    result = {}
+    for part in ('online.encoder', 'online.projector', 'online.predictor', 'target.encoder', 'target.projector'):
+        state = {k[len(part) + 1:]: v for k, v in tensors.items() if k.startswith(part + '.')}
+        if part.endswith('encoder'):
+            model = (torchvision.models.resnet50 if 'layer1.0.conv3.weight' in state else torchvision.models.resnet18)()
+            if state['conv1.weight'].shape[-1] == 3:
+                model.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+                model.maxpool = torch.nn.Identity()
+            r = model.load_state_dict(state, strict=False)
+        else:
+            hidden, inputs = state['0.weight'].shape
+            model = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.BatchNorm1d(hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, state['3.weight'].shape[0], bias=False))
+            r = model.load_state_dict(state, strict=False)
+        result[part] = {'missing': [k for k in r.missing_keys if not k.endswith('num_batches_tracked')], 'unexpected': r.unexpected_keys}
+    print(json.dumps(result))
+
+
+def compare(path, reference, prefix=''):
+    tensors = read_safetensors(path)
     state = torch.load(reference)
     state = state.get('state_dict', state)
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -226,5 +258,7 @@ def compare(path, reference, prefix=''):
 if __name__ == '__main__':
     if sys.argv[1] == 'make':
         make(sys.argv[2])
+    elif sys.argv[1] == 'whole':
+        whole(sys.argv[2])
     else:
         compare(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else '')

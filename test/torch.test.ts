@@ -99,7 +99,7 @@ test('byol import → byol export --format safetensors: torchvision loads every 
   }
 });
 
-test('pretrain --init FILE starts BYOL from imported weights, kept in the run as init/ (bit-identical to the file)', { skip }, async () => {
+test('pretrain --init FILE starts BYOL from imported weights, kept in the run as init/ (bit-identical to the file); the whole learner exports to PyTorch modules', { skip }, async () => {
   const sharp = (await import('sharp')).default;
   const pics = join(dir, 'pics');
   for (const [k, name] of ['a', 'b'].entries()) {
@@ -118,6 +118,19 @@ test('pretrain --init FILE starts BYOL from imported weights, kept in the run as
   assert.equal(byolSync(['export', join(run, 'init'), '--format', 'safetensors', '--out', st]).code, 0);
   const c = JSON.parse(spawnSync(PYTHON, [script, 'compare', st, join(dir, 'cifar18.pth')], { encoding: 'utf8' }).stdout) as { maxDiff: number };
   assert.equal(c.maxDiff, 0);
+  // The whole learner, to continue BYOL in PyTorch: every network loads into its PyTorch module.
+  const whole = join(dir, 'whole.safetensors');
+  const w = byolSync(['export', run, '--format', 'safetensors', '--whole', '--out', whole]);
+  assert.equal(w.code, 0, w.err);
+  assert.match(w.out, /exported the whole learner of \S+step-00000004\.byol \(step 4, \d+ tensors: online and target networks\)/);
+  const loaded = JSON.parse(spawnSync(PYTHON, [script, 'whole', whole], { encoding: 'utf8' }).stdout) as Record<string, { missing: string[]; unexpected: string[] }>;
+  assert.deepEqual(loaded, {
+    'online.encoder': { missing: ['fc.weight', 'fc.bias'], unexpected: [] },
+    'online.projector': { missing: [], unexpected: [] },
+    'online.predictor': { missing: [], unexpected: [] },
+    'target.encoder': { missing: ['fc.weight', 'fc.bias'], unexpected: [] },
+    'target.projector': { missing: [], unexpected: [] },
+  });
   const both = byolSync(['pretrain', `folder:${pics}`, '--init', join(dir, 'cifar18.pth'), '--encoder', 'convnet', '--out', join(dir, 'never')]);
   assert.equal(both.code, 2);
   assert.match(both.err, /--init and --encoder both choose the encoder; give one/);
@@ -133,6 +146,9 @@ test('hostile, damaged and foreign files are refused with one line, and nothing 
   assert.match(plain.err.trim(), /^byol: \S+hostile\.pkl: refusing the pickle global (posix|os)\.system/);
   assert.equal(existsSync(mark), false, 'the pickles did not run');
   assert.equal(existsSync(join(dir, 'never')), false, 'nothing written');
+  const shape = byolSync(['import', join(dir, 'bad-shape.pth'), '--out', join(dir, 'never')]);
+  assert.equal(shape.code, 2);
+  assert.match(shape.err.trim(), /^byol: \S+bad-shape\.pth: layer2\.0\.conv1\.weight has shape \[128,32,3,3\], the model needs \[128,64,3,3\]$/);
   const whole = readFileSync(join(dir, 'tv18.pth'));
   const cases: [string, Buffer, RegExp][] = [
     ['truncated.pth', whole.subarray(0, Math.floor(whole.length / 2)), /not a ZIP archive|truncated|cut short|missing from the archive/],

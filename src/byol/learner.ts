@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type * as tfl from '@tensorflow/tfjs-layers';
+import * as tfl from '@tensorflow/tfjs-layers';
 import { ByolError } from '../errors.js';
 import { buildEncoderPair, type Encoder, type EncoderFunction } from '../nets/encoder.js';
 import { mlpHead } from '../nets/mlp.js';
@@ -217,6 +217,25 @@ export class Byol {
         targetWeights: await read(this.targetWeights),
         targetState: await read(this.targetState),
       },
+    };
+  }
+
+  /**
+   * The learner's networks as tfjs LayersModels (where they are ones: a function encoder is not): the online encoder,
+   * projector and predictor, and the target's encoder and projector (null in SimSiam mode). For exporting the whole
+   * learner; they are the learner's own, not copies.
+   */
+  networks(): {
+    online: { encoder: tfl.LayersModel | null; projector: tfl.LayersModel | null; predictor: tfl.LayersModel | null };
+    target: { encoder: tfl.LayersModel | null; projector: tfl.LayersModel | null } | null;
+  } {
+    const model = (n: { model?: unknown; layersModel?: unknown } | null | undefined) => {
+      const m = n?.layersModel ?? n?.model;
+      return m instanceof tfl.LayersModel ? m : null;
+    };
+    return {
+      online: { encoder: model(this.online.encoder), projector: model(this.online.projector), predictor: model(this.online.predictor) },
+      target: this.target ? { encoder: model(this.target.encoder), projector: model(this.target.projector) } : null,
     };
   }
 

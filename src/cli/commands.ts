@@ -18,7 +18,7 @@ import { encodeSafetensors } from '../io/safetensors.js';
 import { cloneArchitecture } from '../nets/encoder.js';
 import { resnetFeatureDim } from '../nets/resnet.js';
 import { resolveViewsConfig, type ViewsConfig } from '../views/options.js';
-import { torchStateOf } from '../nets/torch-weights.js';
+import { torchStateOf, type TorchArray } from '../nets/torch-weights.js';
 import { importResnet } from '../run/torch-import.js';
 import { encodeNpy } from '../io/npy.js';
 import { claimOutputFile } from '../io/output.js';
@@ -482,6 +482,7 @@ export const EXPORT: Command = {
   flags: [
     { name: 'out', type: 'string', arg: 'DIR|FILE', help: 'output folder (tfjs) or .safetensors file' },
     { name: 'format', type: 'string', arg: 'F', choices: ['tfjs', 'safetensors', 'onnx'], help: 'default tfjs' },
+    { name: 'whole', type: 'bool', help: 'safetensors: the whole learner (online.encoder/projector/predictor, target.encoder/projector), to continue BYOL in PyTorch' },
     overwriteFlag,
     ...backendFlags,
   ],
@@ -525,6 +526,29 @@ export async function runExport(argv: readonly string[], io: Io): Promise<number
   const overwrite = flags.get('overwrite') === true;
   if (format !== 'tfjs') await claimOutputFile(out, overwrite);
   await selectBackend(flags, io);
+  if (flags.get('whole')) {
+    if (format !== 'safetensors') throw new ByolError('INVALID_OPTION', '--whole goes with --format safetensors', 'whole');
+    if (isModelFolder(positionals[0]!)) throw new ByolError('INVALID_OPTION', `--whole needs a run or a checkpoint (a model folder holds only an encoder): ${positionals[0]}`, 'whole');
+    const { learner, meta, path } = await learnerFromCheckpoint(positionals[0]!);
+    try {
+      const n = learner.networks();
+      const state = new Map<string, TorchArray>();
+      const parts: [string, tfl.LayersModel | null, 'name' | 'index'][] = [
+        ['online.encoder.', n.online.encoder, 'name'],
+        ['online.projector.', n.online.projector, 'index'],
+        ['online.predictor.', n.online.predictor, 'index'],
+        ['target.encoder.', n.target?.encoder ?? null, 'name'],
+        ['target.projector.', n.target?.projector ?? null, 'index'],
+      ];
+      for (const [prefix, model, naming] of parts) if (model) torchStateOf(model, naming, prefix, state);
+      const info = { checkpoint: path, step: meta.step, config: meta.config, heads: 'nn.Sequential(Linear, BatchNorm1d, ReLU, Linear(bias=False))' };
+      await writeFileAtomic(out, encodeSafetensors(state, { format: 'pt', byol: JSON.stringify(info) }));
+      io.out(`exported the whole learner of ${shownPath(path)} (step ${meta.step}, ${state.size} tensors: online and target networks) to ${out}`);
+    } finally {
+      learner.dispose();
+    }
+    return 0;
+  }
   const source = await encoderOf(positionals[0]!);
   const of = (detail: string) => `${shownPath(source.path)} (${source.step === null ? '' : `step ${source.step}, `}${detail})`;
   try {

@@ -11,6 +11,8 @@ export interface Net {
   readonly trainable: readonly tf.Variable[];
   readonly state: readonly tf.Variable[];
   dispose(): void;
+  /** The LayersModel behind it, where there is one (to export its weights). */
+  readonly layersModel?: tfl.LayersModel;
 }
 
 /** A tfjs LayersModel seen as a {@link Net}. */
@@ -22,5 +24,6 @@ export function layersNet(model: tfl.LayersModel): Net {
     trainable: vars(model.trainableWeights),
     state: vars(model.nonTrainableWeights),
     dispose: () => model.dispose(),
+    layersModel: model,
   };
 }

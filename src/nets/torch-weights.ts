@@ -22,21 +22,27 @@ interface Slot {
   readonly layout: 'hwio' | 'dense' | 'vector';
 }
 
-function slots(model: tfl.LayersModel): Slot[] {
+/** How a layer is named in PyTorch: its own name (byol's ResNets carry torchvision's), or by position. */
+export type TorchNaming = 'name' | 'index';
+
+function slots(model: tfl.LayersModel, naming: TorchNaming = 'name'): Slot[] {
   const out: Slot[] = [];
-  for (const layer of model.layers) {
+  // By position, as an nn.Sequential numbers its children (byol's heads: 0 Linear, 1 BatchNorm1d, 2 ReLU, 3 Linear).
+  const layers = model.layers.filter((l) => l.getClassName() !== 'InputLayer');
+  for (const [i, layer] of layers.entries()) {
     const cls = layer.getClassName();
     const w = layer.weights;
+    const name = naming === 'index' ? String(i) : layer.name;
     if (cls === 'Conv2D') {
-      out.push({ key: `${layer.name}.weight`, variable: w[0]! as tfl.LayerVariable, layout: 'hwio' });
-      if (w[1]) out.push({ key: `${layer.name}.bias`, variable: w[1] as tfl.LayerVariable, layout: 'vector' });
+      out.push({ key: `${name}.weight`, variable: w[0]! as tfl.LayerVariable, layout: 'hwio' });
+      if (w[1]) out.push({ key: `${name}.bias`, variable: w[1] as tfl.LayerVariable, layout: 'vector' });
     } else if (cls === 'Dense') {
-      out.push({ key: `${layer.name}.weight`, variable: w[0]! as tfl.LayerVariable, layout: 'dense' });
-      if (w[1]) out.push({ key: `${layer.name}.bias`, variable: w[1] as tfl.LayerVariable, layout: 'vector' });
+      out.push({ key: `${name}.weight`, variable: w[0]! as tfl.LayerVariable, layout: 'dense' });
+      if (w[1]) out.push({ key: `${name}.bias`, variable: w[1] as tfl.LayerVariable, layout: 'vector' });
     } else if (cls === 'BatchNormalization') {
       // tfjs orders them gamma, beta, moving mean, moving variance (scale and center on, as byol builds them).
       const names = ['weight', 'bias', 'running_mean', 'running_var'];
-      w.forEach((v, i) => out.push({ key: `${layer.name}.${names[i]}`, variable: v as tfl.LayerVariable, layout: 'vector' }));
+      w.forEach((v, k) => out.push({ key: `${name}.${names[k]}`, variable: v as tfl.LayerVariable, layout: 'vector' }));
     } else if (w.length > 0) {
       throw new ByolError('INVALID_ENCODER', `layer ${layer.name} (${cls}) has weights with no PyTorch counterpart here`, 'encoder');
     }
@@ -71,14 +77,13 @@ const torchShape = (s: Slot): number[] => {
   return s.layout === 'hwio' ? [shape[3]!, shape[2]!, shape[0]!, shape[1]!] : s.layout === 'dense' ? [shape[1]!, shape[0]!] : [...shape];
 };
 
-/** The model's weights under their PyTorch keys, in PyTorch's layouts. */
-export function torchStateOf(model: tfl.LayersModel): Map<string, TorchArray> {
-  const out = new Map<string, TorchArray>();
-  for (const s of slots(model)) {
+/** The model's weights under their PyTorch keys (each with `prefix`), in PyTorch's layouts. */
+export function torchStateOf(model: tfl.LayersModel, naming: TorchNaming = 'name', prefix = '', out = new Map<string, TorchArray>()): Map<string, TorchArray> {
+  for (const s of slots(model, naming)) {
     const v = s.variable.read().dataSync() as Float32Array;
     const shape = shapeOf(s);
     const data = s.layout === 'hwio' ? hwioToOihw(v, shape) : s.layout === 'dense' ? transpose2d(v, shape[0]!, shape[1]!) : Float32Array.from(v);
-    out.set(s.key, { shape: torchShape(s), data });
+    out.set(prefix + s.key, { shape: torchShape(s), data });
   }
   return out;
 }
