@@ -19,10 +19,12 @@
                       TensorFlow's SAME padding; its features computed here by a PyTorch forward that pads as SAME
       and OUT_DIR/fixtures.json: per file, the input [N, H, W, C] (NHWC), the features and the encoder.
 
-  /usr/bin/python3 scripts/torch_fixtures.py whole FILE.safetensors
-      Loads a whole-learner export (byol export --whole) into PyTorch modules — torchvision ResNets for the online and
-      target encoders, nn.Sequential(Linear, BatchNorm1d, ReLU, Linear) for the heads — strictly for the heads, and
-      prints JSON: per module, the keys it was missing or did not expect.
+  /usr/bin/python3 scripts/torch_fixtures.py whole FILE.safetensors [EMB.npy IMAGES_DIR]
+      Loads a whole-learner export (byol export --whole) with examples/continue_in_pytorch.py's own loaders —
+      torchvision ResNets for the online and target encoders, nn.Sequential(Linear, BatchNorm1d, ReLU, Linear) for the
+      heads — strictly, and prints JSON: per module "loaded" or the error. Given byol embed's output (EMB.npy beside
+      EMB.jsonl) and the folder its ids are relative to, also runs the online encoder on those images (eval mode, the
+      export's input normalization) and reports the largest difference relative to the largest feature.
 
   /usr/bin/python3 scripts/torch_fixtures.py compare FILE.safetensors FILE.pth [PREFIX]
       Loads a safetensors file (parsed here, no extra package) into torchvision's resnet of the right depth with
@@ -209,40 +211,44 @@ def same_padding_features(state, size):
     return {'x': x.permute(0, 2, 3, 1).flatten().tolist(), 'shape': [2, size, size, 3], 'features': f.flatten().tolist(), 'dim': f.shape[1]}
 
 
-def read_safetensors(path):
-    raw = open(path, 'rb').read()
-    n = struct.unpack('<Q', raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    data = raw[8 + n:]
-    out = {}
-    for k, v in header.items():
-        if k != '__metadata__':
-            begin, end = v['data_offsets']
-            out[k] = torch.from_numpy(np.frombuffer(data[begin:end], dtype='<f4').reshape(v['shape']).copy())
-    return out
+def recipe():
+    """examples/continue_in_pytorch.py, which users run; the whole-learner check goes through its loaders."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'examples'))
+    import continue_in_pytorch
+    return continue_in_pytorch
 
 
-def whole(path):
-    tensors = read_safetensors(path)
-    result = {}
-    for part in ('online.encoder', 'online.projector', 'online.predictor', 'target.encoder', 'target.projector'):
-        state = {k[len(part) + 1:]: v for k, v in tensors.items() if k.startswith(part + '.')}
-        if part.endswith('encoder'):
-            model = (torchvision.models.resnet50 if 'layer1.0.conv3.weight' in state else torchvision.models.resnet18)()
-            if state['conv1.weight'].shape[-1] == 3:
-                model.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-                model.maxpool = torch.nn.Identity()
-            r = model.load_state_dict(state, strict=False)
-        else:
-            hidden, inputs = state['0.weight'].shape
-            model = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.BatchNorm1d(hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, state['3.weight'].shape[0], bias=False))
-            r = model.load_state_dict(state, strict=False)
-        result[part] = {'missing': [k for k in r.missing_keys if not k.endswith('num_batches_tracked')], 'unexpected': r.unexpected_keys}
+def whole(path, embeddings=None, images=None):
+    r = recipe()
+    tensors, meta = r.read_safetensors(path)
+    info = json.loads(meta.get('byol', '{}'))
+    result = {'metadata': sorted(info)}
+    for name in ('online.encoder', 'online.projector', 'online.predictor', 'target.encoder', 'target.projector'):
+        state = r.part(tensors, name + '.')
+        try:  # strict loads: every tensor has its place and every place its tensor
+            model = r.resnet(state) if name.endswith('encoder') else r.head(state)
+            result[name] = 'loaded'
+            if name == 'online.encoder':
+                encoder = model
+        except (RuntimeError, KeyError, SystemExit) as e:
+            result[name] = str(e)
+    if embeddings and result['online.encoder'] == 'loaded':
+        # byol embed's features of the images against this PyTorch module's (eval mode, the run's normalization).
+        ids = [json.loads(line)['id'] for line in open(embeddings[:-4] + '.jsonl')]
+        views = info['views']
+        t = r.T.Compose([r.T.ToTensor(), r.T.Normalize(views['mean'], views['std'])])
+        mode = 'L' if views['channels'] == 1 else 'RGB'
+        x = torch.stack([t(r.Image.open(os.path.join(images, i)).convert(mode)) for i in ids])
+        encoder.eval()
+        with torch.no_grad():
+            f = encoder(x)
+        ours = torch.from_numpy(np.load(embeddings))
+        result['features'] = {'n': len(ids), 'maxRelDiff': float((f - ours).abs().max() / f.abs().max())}
     print(json.dumps(result))
 
 
 def compare(path, reference, prefix=''):
-    tensors = read_safetensors(path)
+    tensors, _ = recipe().read_safetensors(path)
     state = torch.load(reference)
     state = state.get('state_dict', state)
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -259,6 +265,6 @@ if __name__ == '__main__':
     if sys.argv[1] == 'make':
         make(sys.argv[2])
     elif sys.argv[1] == 'whole':
-        whole(sys.argv[2])
+        whole(*sys.argv[2:5])
     else:
         compare(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else '')

@@ -100,6 +100,10 @@ test('byol: user errors exit non-zero with one clear line', () => {
     [['demo', '--steps', '-3'], /^byol: --steps must be an integer ≥ 1; got "-3"$/],
     [['demo', '--backend', 'gpu'], /^byol: --backend must be one of native, wasm, cpu; got "gpu"$/],
     [['demo', '--bogus'], /^byol: unknown option --bogus for `byol demo`/],
+    [['pretrain', 'folder:nowhere', '--out', 'never', '--preset', 'cifar', '--mean', '0.4,x,1', '--std', '1,1,1'], /^byol: --mean must be numbers separated by commas, one per channel \(R,G,B\); got "0\.4,x,1"$/],
+    [['pretrain', 'folder:nowhere', '--out', 'never', '--preset', 'cifar', '--mean', '0.4,0.4', '--std', '1,1'], /^byol: mean must be 3 finite numbers \(one per channel of --preset cifar\), or unset; got \[0\.4, 0\.4\]$/],
+    [['pretrain', 'folder:nowhere', '--out', 'never', '--preset', 'grey', '--mean', '0.4', '--std', '0'], /^byol: std must be 1 positive number \(one per channel of --preset grey\), or unset; got \[0\]$/],
+    [['pretrain', 'folder:nowhere', '--out', 'never', '--preset', 'cifar', '--mean', '0.4,0.4,0.4'], /^byol: mean is given without std: give both \(the input normalization\) or neither$/],
   ];
   for (const [args, pattern] of cases) {
     const r = run(...args);

@@ -15,6 +15,9 @@ import { ByolError } from '../src/errors.js';
 import { readTorchFile } from '../src/io/torch-file.js';
 import { decodeSafetensors, encodeSafetensors } from '../src/io/safetensors.js';
 import { loadNativeAddon, useBackend } from '../src/node.js';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { resnet } from '../src/nets/resnet.js';
+import { padsAsTensorFlow } from '../src/nets/torch-weights.js';
 import { importResnet, importTorchResnet } from '../src/run/torch-import.js';
 import { byolSync } from './cli-helpers.js';
 
@@ -96,10 +99,29 @@ test('byol import → byol export --format safetensors: torchvision loads every 
     assert.match(o.out, /\(ONNX opset 13; input image \[N, 3, H, W\] in \[0, 1\], normalized inside\)$/m);
     const check = spawnSync(PYTHON, ['-c', 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)', onnx], { encoding: 'utf8' });
     assert.equal(check.status, 0, check.stderr);
+    assert.doesNotMatch(exported.out + o.out, /SAME/, `${file}: pads as PyTorch, exports exactly`);
+  }
+  // An encoder that pads as TensorFlow (the official weights, byol's own ResNets) exports with a note saying so.
+  const official = join(dir, 'mofficial');
+  assert.equal(byolSync(['import', join(dir, 'official.pkl'), '--out', official]).code, 0);
+  const e = byolSync(['export', official, '--format', 'safetensors', '--out', join(dir, 'official.safetensors')]);
+  assert.equal(e.code, 0, e.err);
+  assert.match(e.out, /^note: this encoder pads as TensorFlow \("SAME", .* in torchvision its features differ slightly from byol's\./m);
+});
+
+test('padsAsTensorFlow names the models whose stride-2 windows PyTorch cannot pad alike', () => {
+  const rows: [string, tfl.LayersModel, boolean][] = [
+    ['resnet18 SAME', resnet({ depth: 18, stem: 'imagenet', inputShape: [32, 32, 3], seed: 1 }), true],
+    ['resnet18-cifar SAME (stride-2 3×3 in layer2)', resnet({ depth: 18, stem: 'cifar', inputShape: [32, 32, 3], seed: 1 }), true],
+    ['resnet18 torch padding', resnet({ depth: 18, stem: 'imagenet', inputShape: [32, 32, 3], padding: 'torch', seed: 1 }), false],
+  ];
+  for (const [name, model, want] of rows) {
+    assert.equal(padsAsTensorFlow(model), want, name);
+    model.dispose();
   }
 });
 
-test('pretrain --init FILE starts BYOL from imported weights, kept in the run as init/ (bit-identical to the file); the whole learner exports to PyTorch modules', { skip }, async () => {
+test('pretrain --init FILE starts BYOL from imported weights, kept in the run as init/ (bit-identical to the file); the whole learner exports to PyTorch modules', { skip }, async (t) => {
   const sharp = (await import('sharp')).default;
   const pics = join(dir, 'pics');
   for (const [k, name] of ['a', 'b'].entries()) {
@@ -112,8 +134,24 @@ test('pretrain --init FILE starts BYOL from imported weights, kept in the run as
   assert.equal(r.code, 0, r.err);
   assert.match(r.out, /^init: resnet18-cifar from \S+cifar18\.pth \(100 tensors mapped, 0 missing; not used: fc\.weight, fc\.bias\)$/m);
   assert.match(r.out, /done: 4 steps/);
-  const config = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8')) as { run: { encoder: string } };
+  // Imported weights expect ImageNet's normalization, not the CIFAR preset's: the views and init/ take it.
+  assert.match(r.out, /^input: normalized with mean 0\.485,0\.456,0\.406, std 0\.229,0\.224,0\.225 \(ImageNet's, as the imported weights expect; --mean\/--std to change\)$/m);
+  const config = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8')) as { run: { encoder: string }; views: { mean: number[]; std: number[] } };
   assert.equal(config.run.encoder, join(run, 'init'));
+  assert.deepEqual([config.views.mean, config.views.std], [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]);
+  const initInfo = JSON.parse(readFileSync(join(run, 'init', 'byol.json'), 'utf8')) as { input: { mean: number[]; size: number } };
+  assert.deepEqual([initInfo.input.mean, initInfo.input.size], [[0.485, 0.456, 0.406], 32]);
+  // A model folder's own normalization (byol.json) is taken; --mean/--std choose another.
+  const folder = join(dir, 'm-half');
+  assert.equal(byolSync(['import', join(dir, 'cifar18.pth'), '--out', folder, '--mean', '0.5,0.5,0.5', '--std', '0.25,0.25,0.25']).code, 0);
+  const tiny = ['--preset', 'cifar', '--epochs', '1', '--batch', '8', '--projector-hidden', '16', '--predictor-hidden', '16', '--holdout', '0'];
+  const f = byolSync(['pretrain', `folder:${pics}`, '--encoder', folder, '--out', join(dir, 'folder-run'), ...tiny]);
+  assert.equal(f.code, 0, f.err);
+  assert.match(f.out, /^input: normalized with mean 0\.5,0\.5,0\.5, std 0\.25,0\.25,0\.25 \(as \S+m-half\/byol\.json records/m);
+  const g = byolSync(['pretrain', `folder:${pics}`, '--encoder', folder, '--mean', '0.1,0.2,0.3', '--std', '1,1,1', '--out', join(dir, 'flag-run'), ...tiny]);
+  assert.equal(g.code, 0, g.err);
+  assert.doesNotMatch(g.out, /^input:/m);
+  assert.deepEqual((JSON.parse(readFileSync(join(dir, 'flag-run', 'config.json'), 'utf8')) as { views: { mean: number[] } }).views.mean, [0.1, 0.2, 0.3]);
   const st = join(dir, 'init.safetensors');
   assert.equal(byolSync(['export', join(run, 'init'), '--format', 'safetensors', '--out', st]).code, 0);
   const c = JSON.parse(spawnSync(PYTHON, [script, 'compare', st, join(dir, 'cifar18.pth')], { encoding: 'utf8' }).stdout) as { maxDiff: number };
@@ -123,14 +161,42 @@ test('pretrain --init FILE starts BYOL from imported weights, kept in the run as
   const w = byolSync(['export', run, '--format', 'safetensors', '--whole', '--out', whole]);
   assert.equal(w.code, 0, w.err);
   assert.match(w.out, /exported the whole learner of \S+step-00000004\.byol \(step 4, \d+ tensors: online and target networks\)/);
-  const loaded = JSON.parse(spawnSync(PYTHON, [script, 'whole', whole], { encoding: 'utf8' }).stdout) as Record<string, { missing: string[]; unexpected: string[] }>;
+  assert.doesNotMatch(w.out, /SAME/, 'a run started from PyTorch weights pads as PyTorch');
+  const emb = join(dir, 'emb.npy');
+  assert.equal(byolSync(['embed', run, `folder:${pics}`, '--out', emb]).code, 0);
+  const loaded = JSON.parse(spawnSync(PYTHON, [script, 'whole', whole, emb, pics], { encoding: 'utf8' }).stdout) as Record<string, unknown>;
+  const features = loaded['features'] as { n: number; maxRelDiff: number };
+  delete loaded['features'];
   assert.deepEqual(loaded, {
-    'online.encoder': { missing: ['fc.weight', 'fc.bias'], unexpected: [] },
-    'online.projector': { missing: [], unexpected: [] },
-    'online.predictor': { missing: [], unexpected: [] },
-    'target.encoder': { missing: ['fc.weight', 'fc.bias'], unexpected: [] },
-    'target.projector': { missing: [], unexpected: [] },
+    metadata: ['checkpoint', 'config', 'heads', 'input', 'padding', 'step', 'tau', 'tauSchedule', 'totalSteps', 'views'],
+    'online.encoder': 'loaded',
+    'online.projector': 'loaded',
+    'online.predictor': 'loaded',
+    'target.encoder': 'loaded',
+    'target.projector': 'loaded',
   });
+  // The online encoder in torchvision gives byol embed's features of the same images.
+  assert.equal(features.n, 16);
+  t.diagnostic(`online encoder in torchvision vs byol embed: max relative difference ${features.maxRelDiff.toExponential(2)}`);
+  assert.ok(features.maxRelDiff < 1e-4, `features differ by ${features.maxRelDiff}`);
+  // The recipe users run: BYOL continues in PyTorch from the export, and its encoder comes back to byol unchanged.
+  const recipe = fileURLToPath(new URL('../../examples/continue_in_pytorch.py', import.meta.url));
+  const back = join(dir, 'back.pth');
+  const p = spawnSync(PYTHON, [recipe, whole, pics, '--steps', '2', '--batch', '8', '--workers', '0', '--out', back], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(p.status, 0, p.stderr);
+  assert.match(p.stdout, /^16 images, 2 steps of 8 on cpu; lr [\d.e-]+, τ 0\.996 → 1$/m);
+  assert.match(p.stdout, /^step 2\/2 {2}loss \d\.\d{4} {2}τ 0\.9980$/m);
+  assert.match(p.stdout, /byol import \S+back\.pth --out DIR --mean 0\.485,0\.456,0\.406 --std 0\.229,0\.224,0\.225$/m);
+  const again = spawnSync(PYTHON, [recipe, whole, pics, '--steps', '1', '--out', back], { encoding: 'utf8' });
+  assert.notEqual(again.status, 0, 'the recipe never overwrites its output');
+  const backDir = join(dir, 'back');
+  const i = byolSync(['import', back, '--out', backDir, '--mean', '0.485,0.456,0.406', '--std', '0.229,0.224,0.225']);
+  assert.equal(i.code, 0, i.err);
+  assert.match(i.out, /100 tensors mapped, 0 missing/);
+  const backSt = join(dir, 'back.safetensors');
+  assert.equal(byolSync(['export', backDir, '--format', 'safetensors', '--out', backSt]).code, 0);
+  const rt = JSON.parse(spawnSync(PYTHON, [script, 'compare', backSt, back], { encoding: 'utf8' }).stdout) as { tensors: number; maxDiff: number };
+  assert.deepEqual([rt.tensors, rt.maxDiff], [100, 0]);
   const both = byolSync(['pretrain', `folder:${pics}`, '--init', join(dir, 'cifar18.pth'), '--encoder', 'convnet', '--out', join(dir, 'never')]);
   assert.equal(both.code, 2);
   assert.match(both.err, /--init and --encoder both choose the encoder; give one/);

@@ -1,7 +1,7 @@
 /**
  * The `byol` commands: each parses its flags, resolves options and calls the library (src/run, src/eval, src/io).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { extname, join, resolve } from 'node:path';
@@ -18,7 +18,7 @@ import { encodeSafetensors } from '../io/safetensors.js';
 import { cloneArchitecture } from '../nets/encoder.js';
 import { resnetFeatureDim } from '../nets/resnet.js';
 import { resolveViewsConfig, type ViewsConfig } from '../views/options.js';
-import { torchStateOf, type TorchArray } from '../nets/torch-weights.js';
+import { padsAsTensorFlow, torchStateOf, type TorchArray } from '../nets/torch-weights.js';
 import { importResnet } from '../run/torch-import.js';
 import { encodeNpy } from '../io/npy.js';
 import { claimOutputFile } from '../io/output.js';
@@ -143,6 +143,8 @@ export const PRETRAIN: Command = {
     { name: 'log-every', type: 'int', arg: 'N', min: 1, help: 'steps between progress lines when not on a terminal (default 20)' },
     ...folderFlags,
     { name: 'holdout', type: 'number', arg: 'X', min: 0, max: 0.99, help: 'labelled image folders: share held out of pretraining for kNN (default 0.1; 0: none, no kNN)' },
+    { name: 'mean', type: 'string', arg: 'R,G,B', help: 'input normalization mean (default: the model\'s for --init / --encoder DIR, else the preset\'s)' },
+    { name: 'std', type: 'string', arg: 'R,G,B', help: 'input normalization std (with --mean)' },
     overwriteFlag,
     ...backendFlags,
   ],
@@ -178,7 +180,38 @@ function pretrainConfigFrom(dataset: string, flags: Flags): PretrainConfig {
     ['size', 'imageSize'], ['fit', 'fit'], ['skip-bad', 'skipBad'], ['holdout', 'holdout'],
   ];
   for (const [flag, key] of map) if (flags.has(flag)) (partial as Record<string, unknown>)[key] = flags.get(flag);
+  for (const key of ['mean', 'std'] as const) {
+    const raw = flags.get(key) as string | undefined;
+    if (raw === undefined) continue;
+    const v = raw.split(',').map((x) => (x.trim() === '' ? NaN : Number(x)));
+    if (!v.every(Number.isFinite)) throw new ByolError('INVALID_OPTION', `--${key} must be numbers separated by commas, one per channel (R,G,B); got "${raw}"`, key);
+    (partial as Record<string, unknown>)[key] = v;
+  }
   return resolvePretrainConfig(partial);
+}
+
+/** What a model folder's byol.json says of its input normalization (null: nothing, or not a byol folder). */
+function folderNormalization(dir: string): { mean: number[]; std: number[] } | null {
+  try {
+    const info = JSON.parse(readFileSync(join(dir, 'byol.json'), 'utf8')) as { input?: { mean?: unknown; std?: unknown } };
+    const { mean, std } = info.input ?? {};
+    return Array.isArray(mean) && Array.isArray(std) ? { mean: mean as number[], std: std as number[] } : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Weights trained elsewhere expect their own input normalization: unless --mean/--std are given, a run started from a
+ * model folder takes the one its byol.json records, one from an imported file ImageNet's (what torchvision and the
+ * official BYOL code normalize with). Returns the config and a line saying so (null: nothing taken).
+ */
+function withModelNormalization(config: PretrainConfig, from: { mean: number[]; std: number[] } | null, what: string): [PretrainConfig, string | null] {
+  // A model of another channel count does not fit the preset: the run's own check says so, more clearly.
+  if (config.mean !== null || from === null || from.mean.length !== runViews(config).channels) return [config, null];
+  const c = resolvePretrainConfig({ ...config, mean: from.mean, std: from.std });
+  const f = (v: readonly number[]) => v.map((x) => +x.toFixed(4)).join(',');
+  return [c, `input: normalized with mean ${f(from.mean)}, std ${f(from.std)} (${what}; --mean/--std to change)`];
 }
 
 export async function runPretrain(argv: readonly string[], io: Io, stopRequested: () => boolean): Promise<'done' | 'stopped'> {
@@ -219,6 +252,16 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
       info: { source: { file: resolve(initFile), format: imp.format, prefix: imp.prefix, mapped: imp.mapped.length, missing: imp.missing, unexpected: imp.unexpected }, encoder: imp.encoder, width: imp.width, padding: imp.padding },
     };
     io.out(`init: ${imp.encoder} from ${initFile} (${imp.mapped.length} tensors mapped, ${imp.missing.length} missing; not used: ${imp.unexpected.join(', ') || 'nothing'})`);
+  }
+  if (config && resume === undefined) {
+    let note: string | null = null;
+    if (initModel) [config, note] = withModelNormalization(config, { mean: IMAGENET_MEAN, std: IMAGENET_STD }, 'ImageNet\'s, as the imported weights expect');
+    else if (isModelFolder(config.encoder)) [config, note] = withModelNormalization(config, folderNormalization(config.encoder), `as ${join(config.encoder, 'byol.json')} records`);
+    if (note) io.out(note);
+    if (initModel) {
+      const views = runViews(config);
+      initModel.info['input'] = { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std };
+    }
   }
   const progress = new Progress(io, (flags.get('log-every') as number | undefined) ?? 20);
   const result = await pretrain(
@@ -517,6 +560,11 @@ async function encoderOf(source: string): Promise<{ model: tfl.LayersModel; info
   return { model: model as tfl.LayersModel, info, path, step: meta.step, featureDim: learner.featureDim, dispose: () => learner.dispose() };
 }
 
+const SAME_PADDING_NOTE =
+  'note: this encoder pads as TensorFlow ("SAME", byol\'s default and the official code\'s) at stride 2, which PyTorch\'s ' +
+  'layers do not: in torchvision its features differ slightly from byol\'s. A run started from PyTorch weights ' +
+  '(pretrain --init FILE) pads as PyTorch and exports exactly.';
+
 export async function runExport(argv: readonly string[], io: Io): Promise<number> {
   const { flags, positionals } = parseArgs(EXPORT, argv);
   const out = flags.get('out') as string | undefined;
@@ -541,9 +589,23 @@ export async function runExport(argv: readonly string[], io: Io): Promise<number
         ['target.projector.', n.target?.projector ?? null, 'index'],
       ];
       for (const [prefix, model, naming] of parts) if (model) torchStateOf(model, naming, prefix, state);
-      const info = { checkpoint: path, step: meta.step, config: meta.config, heads: 'nn.Sequential(Linear, BatchNorm1d, ReLU, Linear(bias=False))' };
+      const views = runViews(meta.config);
+      const o = learner.options;
+      const info = {
+        checkpoint: path,
+        step: meta.step,
+        totalSteps: o.totalSteps,
+        input: { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std },
+        views,
+        tau: o.tau,
+        tauSchedule: o.tauSchedule,
+        padding: n.online.encoder && padsAsTensorFlow(n.online.encoder) ? 'same' : 'torch',
+        heads: 'nn.Sequential(Linear, BatchNorm1d, ReLU, Linear(bias=False))',
+        config: meta.config,
+      };
       await writeFileAtomic(out, encodeSafetensors(state, { format: 'pt', byol: JSON.stringify(info) }));
       io.out(`exported the whole learner of ${shownPath(path)} (step ${meta.step}, ${state.size} tensors: online and target networks) to ${out}`);
+      if (info.padding === 'same') io.out(SAME_PADDING_NOTE);
     } finally {
       learner.dispose();
     }
@@ -563,6 +625,7 @@ export async function runExport(argv: readonly string[], io: Io): Promise<number
       const state = torchStateOf(source.model);
       await writeFileAtomic(out, encodeSafetensors(state, { format: 'pt', byol: JSON.stringify(source.info) }));
       io.out(`exported the encoder of ${of(`${state.size} tensors, PyTorch names and layouts`)} to ${out}`);
+      if (padsAsTensorFlow(source.model)) io.out(SAME_PADDING_NOTE);
     } else {
       await saveLayersModelDir(source.model, out, { ...(overwrite ? { overwrite: true } : {}), extra: { 'byol.json': `${JSON.stringify(source.info, null, 2)}\n` } });
       io.out(`exported the encoder of ${of(`${source.featureDim} features`)} to ${join(out, 'model.json')}`);

@@ -77,6 +77,20 @@ const torchShape = (s: Slot): number[] => {
   return s.layout === 'hwio' ? [shape[3]!, shape[2]!, shape[0]!, shape[1]!] : s.layout === 'dense' ? [shape[1]!, shape[0]!] : [...shape];
 };
 
+/**
+ * Whether the model pads as TensorFlow ("SAME") where PyTorch's layers cannot: a window larger than 1 at stride 2
+ * (SAME pads 0 before and 1 after an even input, PyTorch (k − 1) / 2 on both sides). Such a model's weights load into
+ * torchvision, but its features there differ slightly from byol's.
+ */
+export function padsAsTensorFlow(model: tfl.LayersModel): boolean {
+  return model.layers.some((layer) => {
+    const c = layer.getConfig() as { padding?: unknown; strides?: unknown; kernelSize?: unknown; poolSize?: unknown };
+    if (c.padding !== 'same') return false;
+    const list = (v: unknown) => (Array.isArray(v) ? (v as number[]) : typeof v === 'number' ? [v] : []);
+    return list(c.strides).some((x) => x > 1) && list(c.kernelSize ?? c.poolSize).some((x) => x > 1);
+  });
+}
+
 /** The model's weights under their PyTorch keys (each with `prefix`), in PyTorch's layouts. */
 export function torchStateOf(model: tfl.LayersModel, naming: TorchNaming = 'name', prefix = '', out = new Map<string, TorchArray>()): Map<string, TorchArray> {
   for (const s of slots(model, naming)) {

@@ -72,6 +72,13 @@ export interface PretrainConfig {
    * hash of each path). 0: pretrain on every image, without kNN. Default 0.1.
    */
   readonly holdout: number;
+  /**
+   * Input normalization `(x − mean) / std` per channel, x in [0, 1]; null: the preset's (CIFAR's or ImageNet's
+   * statistics). Weights trained elsewhere expect their own: `byol pretrain --init` / `--encoder DIR` take them from the
+   * model (ImageNet's for imported PyTorch and official BYOL weights, whose code normalizes so).
+   */
+  readonly mean: readonly number[] | null;
+  readonly std: readonly number[] | null;
 }
 
 /** The backend a run trains on (restored when it is resumed). */
@@ -125,6 +132,8 @@ export const PRETRAIN_DEFAULTS: Omit<PretrainConfig, 'dataset'> = {
   fit: 'cover',
   skipBad: false,
   holdout: 0.1,
+  mean: null,
+  std: null,
 };
 
 const bad = (key: string, expected: string, got: unknown) => new ByolError('INVALID_OPTION', `${key} must be ${expected}; got ${describe(got)}`, key);
@@ -180,6 +189,18 @@ export function resolvePretrainConfig(partial: Partial<PretrainConfig> & { datas
     if (!(typeof lo === 'number' && typeof hi === 'number' && lo > 0 && lo <= hi && hi <= 1)) throw bad('cropScale', 'two numbers 0 < lo ≤ hi ≤ 1', c.cropScale);
   }
   if (c.warmupEpochs !== null && c.warmupEpochs >= c.epochs) throw bad('warmupEpochs', `less than epochs (${c.epochs})`, c.warmupEpochs);
+  const channels = VIEW_PRESETS[c.preset].channels;
+  for (const k of ['mean', 'std'] as const) {
+    const v = c[k];
+    if (v === null) continue;
+    if (!(Array.isArray(v) && v.length === channels && v.every((x) => typeof x === 'number' && Number.isFinite(x) && (k === 'mean' || x > 0)))) {
+      throw bad(k, `${channels} ${k === 'std' ? 'positive' : 'finite'} number${channels > 1 ? 's' : ''} (one per channel of --preset ${c.preset}), or unset`, v);
+    }
+  }
+  if ((c.mean === null) !== (c.std === null)) {
+    const [given, missing] = c.mean === null ? ['std', 'mean'] : ['mean', 'std'];
+    throw new ByolError('INVALID_OPTION', `${given} is given without ${missing}: give both (the input normalization) or neither`, missing);
+  }
   if (typeof c.encoder !== 'string' || c.encoder === '') throw bad('encoder', `one of ${BUILTIN_ENCODERS.join(', ')} or a model folder`, c.encoder);
   return c;
 }
@@ -196,6 +217,7 @@ export function runViews(c: PretrainConfig): ViewsConfig {
     {
       ...(c.cropScale === null ? {} : { crop: { scale: [c.cropScale[0], c.cropScale[1]] as [number, number] } }),
       ...(c.flip === null ? {} : { views: [flip, flip] as const }),
+      ...(c.mean === null || c.std === null ? {} : { mean: c.mean, std: c.std }),
     },
     c.ablation ?? undefined,
   );
