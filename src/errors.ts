@@ -31,7 +31,9 @@ export type ByolErrorCode =
    */
   | 'WRITE_FAILED'
   /** A run folder is in use by a live `byol pretrain` process (its lock file names it). `option` names the folder. */
-  | 'RUN_IN_USE';
+  | 'RUN_IN_USE'
+  /** What this environment lacks for the request: a browser without a canvas or WebGL, a model of another input. */
+  | 'UNSUPPORTED';
 
 export class ByolError extends Error {
   override readonly name = 'ByolError';

@@ -1,13 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ByolError } from '../errors.js';
+import { FUSED_EMA_ALL_KERNEL, FUSED_EMA_KERNEL, emaReference } from '../kernels.js';
 
-/** Kernel name of a fused EMA step a backend may register (inputs target, online; attr tau; output the new target). */
-export const FUSED_EMA_KERNEL = 'ByolEmaUpdate';
-/**
- * Kernel name of the EMA of every weight in one call a backend may register: inputs target0, online0, target1, …;
- * attr tau; outputs the new targets in order.
- */
-export const FUSED_EMA_ALL_KERNEL = 'ByolEmaUpdateAll';
+export { FUSED_EMA_ALL_KERNEL, FUSED_EMA_KERNEL };
 
 /**
  * The target update after each optimizer step (paper eq. 1): ξ ← τ·ξ + (1 − τ)·θ, pairwise over
@@ -40,7 +35,7 @@ export function emaUpdate(target: readonly tf.Variable[], online: readonly tf.Va
       if (tau === 0) t.assign(o);
       else if (fused && t.dtype === 'float32') {
         t.assign(tf.engine().runKernel(FUSED_EMA_KERNEL, { target: t, online: o }, { tau }) as tf.Tensor);
-      } else t.assign(tf.add(tf.mul(t, tau), tf.mul(o, 1 - tau)));
+      } else t.assign(emaReference(t, o, tau));
     }
   });
 }

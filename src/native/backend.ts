@@ -7,9 +7,8 @@ import { createRequire } from 'node:module';
 import { totalmem } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
-import { FUSED_LARS_KERNEL } from '../train/optimizer.js';
-import { FUSED_EMA_ALL_KERNEL, FUSED_EMA_KERNEL } from '../byol/ema.js';
-import { FUSED_BN_GRAD_KERNEL, FUSED_BN_TRAIN_KERNEL } from '../nets/batchnorm.js';
+// The fused kernels' contract (names, inputs, outputs; reference implementations there): never the learner's modules.
+import { FUSED_BN_GRAD_KERNEL, FUSED_BN_TRAIN_KERNEL, FUSED_EMA_ALL_KERNEL, FUSED_EMA_KERNEL, FUSED_LARS_KERNEL } from '../kernels.js';
 import { BufferPool } from './pool.js';
 
 interface Addon {

@@ -1,17 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { BatchNormConfig } from './init.js';
+import { FUSED_BN_GRAD_KERNEL, FUSED_BN_TRAIN_KERNEL } from '../kernels.js';
 
-/**
- * Kernel name of batch norm's training pass that a backend may register: inputs x (channels last), scale, offset;
- * attr varianceEpsilon; outputs [y, batch mean, biased batch variance] — what tf.moments + tf.batchNorm compute.
- */
-export const FUSED_BN_TRAIN_KERNEL = 'ByolBatchNormTrain';
-/**
- * Its gradient: inputs x, dy, mean, variance, scale; attr varianceEpsilon; outputs [dx, dscale, doffset], the
- * derivative through the batch statistics.
- */
-export const FUSED_BN_GRAD_KERNEL = 'ByolBatchNormGrad';
+export { FUSED_BN_GRAD_KERNEL, FUSED_BN_TRAIN_KERNEL };
 
 tf.registerGradient({
   kernelName: FUSED_BN_TRAIN_KERNEL,

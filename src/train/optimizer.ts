@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { FUSED_LARS_KERNEL, larsUpdateReference, type LarsAttrs } from '../kernels.js';
 import { ByolError } from '../errors.js';
 
 /**
@@ -101,8 +102,7 @@ export interface LarsOptions {
   readonly eta: number;
 }
 
-/** Kernel name of a fused LARS step that a backend may register (inputs p, g, mu; outputs new p, new mu). */
-export const FUSED_LARS_KERNEL = 'ByolLarsUpdate';
+export { FUSED_LARS_KERNEL };
 
 /**
  * LARS (You et al. 2017) as in the official BYOL code: u = g + wd·p; u ← u·η‖p‖/‖u‖ (1 when either norm
@@ -117,25 +117,14 @@ export class Lars extends Optimizer {
   protected update(i: number, grad: tf.Tensor, lr: number): void {
     const p = this.params[i]!;
     const mu = this.slot('mu', i);
+    const attrs: LarsAttrs = { lr, weightDecay: this.o.weightDecay, momentum: this.o.momentum, eta: this.o.eta, adapt: !this.excluded[i] };
     // A backend may bring the whole step as one kernel (the native backend does: one pass instead of ~8).
-    if (tf.getKernel(FUSED_LARS_KERNEL, tf.getBackend()) && p.dtype === 'float32') {
-      const attrs = { lr, weightDecay: this.o.weightDecay, momentum: this.o.momentum, eta: this.o.eta, adapt: !this.excluded[i] };
-      const [newP, newMu] = tf.engine().runKernel(FUSED_LARS_KERNEL, { p, g: grad, mu }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-      mu.assign(newMu!);
-      p.assign(newP!);
-      return;
-    }
-    let u = grad;
-    if (!this.excluded[i]) {
-      if (this.o.weightDecay !== 0) u = tf.add(u, tf.mul(p, this.o.weightDecay));
-      const pNorm = tf.norm(p);
-      const uNorm = tf.norm(u);
-      const usable = tf.logicalAnd(tf.greater(pNorm, 0), tf.greater(uNorm, 0));
-      const trust = tf.where(usable, tf.div(tf.mul(pNorm, this.o.eta), uNorm), tf.onesLike(pNorm));
-      u = tf.mul(u, trust);
-    }
-    mu.assign(tf.add(tf.mul(mu, this.o.momentum), u));
-    p.assign(tf.sub(p, tf.mul(mu, lr)));
+    const [newP, newMu] =
+      tf.getKernel(FUSED_LARS_KERNEL, tf.getBackend()) && p.dtype === 'float32'
+        ? (tf.engine().runKernel(FUSED_LARS_KERNEL, { p, g: grad, mu }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[])
+        : larsUpdateReference(p, grad, mu, attrs);
+    mu.assign(newMu!);
+    p.assign(newP!);
   }
 }
 
