@@ -1,6 +1,6 @@
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
-import sharp from 'sharp';
+import type sharpModule from 'sharp';
 import { ByolError, invalidOption } from '../errors.js';
 import type { ImageBatch, ImageSource } from './source.js';
 
@@ -78,6 +78,18 @@ export async function splitFolders(root: string): Promise<{ train: string; test:
  * JPEG data"), otherwise decodes to a partly grey or noisy picture without a word.
  */
 const FAIL_ON = 'warning' as const;
+
+/**
+ * sharp, an optional dependency (a browser or bundler install leaves it out: `npm install byol --omit=optional`), loaded
+ * when image folders are first read; its absence is one clear error.
+ */
+async function loadSharp(): Promise<typeof sharpModule> {
+  try {
+    return (await import('sharp')).default;
+  } catch (e) {
+    throw new ByolError('UNSUPPORTED', `image folders are decoded with sharp, an optional dependency that is not installed here (${(e as Error).message.split('\n')[0]}); install it: npm install sharp`, 'sharp');
+  }
+}
 
 function isImage(name: string): boolean {
   const lower = name.toLowerCase();
@@ -203,6 +215,7 @@ export async function imageFolder(folder: string, options: FolderOptions = {}): 
     }
   }
 
+  const sharp = await loadSharp();
   const decode = async (file: string): Promise<Uint8Array | null> => {
     const path = join(root, file);
     try {

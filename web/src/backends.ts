@@ -37,7 +37,13 @@ export async function chooseBackend(wanted?: string | null): Promise<BackendChoi
         if (name === 'wasm') installWasmFastPaths();
         return { name, skipped };
       }
-      skipped.push({ name, reason: 'it did not initialize' });
+      const why: Record<PageBackend, string> = {
+        webgpu: 'no WebGPU adapter',
+        webgl: 'no WebGL context (disabled, or no GPU and no software rasterizer)',
+        wasm: 'WebAssembly did not start',
+        cpu: 'it did not start',
+      };
+      skipped.push({ name, reason: why[name] });
     } catch (e) {
       skipped.push({ name, reason: (e as Error).message.split('\n')[0] ?? 'error' });
     }

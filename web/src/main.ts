@@ -99,10 +99,21 @@ function drawPlots(): void {
   linePlot($<HTMLCanvasElement>('plot-lr'), steps, ms.map((m) => m.learningRate), 'learning rate', '#9467bd');
 }
 
+/** Forgets the map of an earlier run (a new run, other images). */
+function clearMap(): void {
+  state.map = null;
+  state.neighbours = [];
+  const c = $<HTMLCanvasElement>('map-canvas');
+  c.getContext('2d')?.clearRect(0, 0, c.width, c.height);
+  $('legend').replaceChildren();
+  $('knn').textContent = '';
+  $('neighbours').replaceChildren(Object.assign(document.createElement('p'), { textContent: 'Click a point to see its nearest neighbours.' }));
+}
+
 function setDataset(d: PageDataset, kind: 'sample' | 'dropped'): void {
   state.dataset = d;
   state.datasetKind = kind;
-  state.map = null;
+  clearMap();
   const labels = d.labels ? `, ${d.classNames.length} classes` : ', no labels';
   $('data-info').textContent = `${d.name}: ${d.size}×${d.size}, ${d.channels === 1 ? 'grey' : 'colour'}${labels}.`;
   const thumbs = $('thumbs');
@@ -159,6 +170,7 @@ async function train(): Promise<void> {
     if (config.batch > d.n) throw new Error(`batch ${config.batch} is more than the ${d.n} images`);
     viewsFor(d);
     state.run = new PageRun(d, config, state.loaded ?? undefined);
+    clearMap();
     state.loaded = null; // the learner owns the loaded model now
     state.restored = false;
   }
@@ -285,6 +297,7 @@ async function loadEncoder(files: File[]): Promise<void> {
   if (state.run && !state.training) {
     state.run.dispose();
     state.run = null;
+    clearMap();
   }
 }
 
@@ -324,7 +337,7 @@ function wire(): void {
   $('reset').addEventListener('click', act(async () => {
     state.run?.dispose();
     state.run = null;
-    state.map = null;
+    clearMap();
     await saveState('run', null);
     drawPlots();
   }));
@@ -380,6 +393,16 @@ const testApi = {
   }),
   pointPosition: (i: number) => state.map?.picker.position(i) ?? null,
   embeddings: async () => (state.run ? Array.from(await state.run.embed()) : null),
+  /** The features of the run's step-0 encoder (the kNN baseline). */
+  initialEmbeddings: async () => {
+    if (!state.run) return null;
+    const m = await state.run.initialModel();
+    try {
+      return Array.from(await state.run.embed(m));
+    } finally {
+      m.dispose();
+    }
+  },
   referenceStep,
 };
 (window as unknown as { byolPage: typeof testApi & { ready: Promise<void> } }).byolPage = {

@@ -59,6 +59,7 @@ declare const byolPage: {
   state(): PageStateView;
   pointPosition(i: number): [number, number] | null;
   embeddings(): Promise<number[] | null>;
+  initialEmbeddings(): Promise<number[] | null>;
   referenceStep(): Promise<ReferenceResult>;
 };
 
@@ -193,6 +194,19 @@ test('wasm: the sample trains (the loss falls, no leak), the map and the neighbo
       const diff = ours.reduce((d, v, i) => Math.max(d, Math.abs(v - theirs[i]!)), 0) / scale;
       t.diagnostic(`byol embed of the downloaded folder vs the page's features: ${diff.toExponential(1)} of the largest`);
       assert.ok(diff < 1e-4);
+      // And back: the downloaded files start the next run, whose step-0 encoder is the one downloaded.
+      await page.setInputFiles('#load-encoder', [join(folder, 'model.json'), join(folder, 'model.weights.bin')]);
+      await page.waitForFunction(() => byolPage.state().step === 0);
+      assert.match(await page.textContent('#status') ?? '', /The next one starts from model\.json/);
+      await page.fill('#steps', '2');
+      await page.click('#train');
+      await waitDone(page, 2);
+      assert.equal((await state(page)).map, null, 'the first run\'s map is gone with it');
+      const initial = (await page.evaluate(() => byolPage.initialEmbeddings()))!;
+      assert.deepEqual(initial.slice(0, theirs.length), Array.from(ours), 'the next run starts from the downloaded encoder');
+      await page.click('#map');
+      await page.waitForFunction(() => byolPage.state().map !== null, null, { timeout: 120_000 });
+      assert.equal((await state(page)).map!.randomKnn, m.knn, 'its kNN baseline is the first run\'s encoder');
     } finally {
       rmSync(folder, { recursive: true, force: true });
     }
@@ -204,12 +218,13 @@ test('wasm: the sample trains (the loss falls, no leak), the map and the neighbo
 });
 
 test('a reload resumes the run exactly from IndexedDB (wasm: the same losses as an uninterrupted run)', async () => {
-  const run = async (pauseAt: number | null): Promise<{ losses: number[]; pausedAt: number | null; restored: boolean; errors: string[] }> => {
+  const run = async (pauseAt: number | null): Promise<{ losses: number[]; pausedAt: number | null; restored: boolean; errors: string[]; memory: number | null; memoryAtPause: number | null }> => {
     const context = await browser.newContext();
     try {
       let { page, consoleErrors } = await open(context, 'backend=wasm&saveEvery=7');
       await trainOnSample(page, 30, 32);
       let pausedAt: number | null = null;
+      let memoryAtPause: number | null = null;
       let restored = false;
       if (pauseAt !== null) {
         await page.waitForFunction((n) => byolPage.state().step >= n, pauseAt, { polling: 50 });
@@ -217,6 +232,7 @@ test('a reload resumes the run exactly from IndexedDB (wasm: the same losses as 
         await page.waitForFunction(() => !byolPage.state().training);
         const s = await state(page);
         pausedAt = s.step;
+        memoryAtPause = s.memory;
         assert.equal(s.savedAt, pausedAt, 'a pause saves');
         const errors = consoleErrors;
         await page.reload();
@@ -231,13 +247,14 @@ test('a reload resumes the run exactly from IndexedDB (wasm: the same losses as 
       }
       await waitDone(page, 30);
       const s = await state(page);
-      return { losses: s.metrics.map((m) => m.loss), pausedAt, restored, errors: [...consoleErrors, ...s.errors] };
+      return { losses: s.metrics.map((m) => m.loss), pausedAt, restored, errors: [...consoleErrors, ...s.errors], memory: s.memory, memoryAtPause };
     } finally {
       await context.close();
     }
   };
   const straight = await run(null);
   const resumed = await run(12);
+  assert.equal(resumed.memoryAtPause, straight.memory, 'as many tensors after 12 steps as after 30: nothing leaks per step');
   assert.ok(resumed.restored && resumed.pausedAt !== null && resumed.pausedAt < 30);
   assert.equal(resumed.losses.length, 30);
   assert.deepEqual(resumed.losses, straight.losses, 'identical losses, before and after the reload');
@@ -299,5 +316,21 @@ test('errors show in the page: an unknown backend, files that are not images or 
     }
   } finally {
     await context.close();
+  }
+});
+
+test('a browser without WebGL: asking for webgl says so in the page and trains on the best backend that works', async () => {
+  const bare = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_FLAGS.filter((f) => !/swiftshader|webgpu|Vulkan/.test(f)), '--disable-gpu', '--disable-software-rasterizer'] });
+  try {
+    const context = await bare.newContext();
+    const { page } = await open(context, 'backend=webgl');
+    const s = await state(page);
+    assert.match(s.errors.join('\n'), /no tfjs backend works in this browser: webgl \(no WebGL context \(disabled, or no GPU and no software rasterizer\)\)/);
+    assert.notEqual(s.backend, 'webgl');
+    assert.match(await page.textContent('#backend') ?? '', /^backend: (webgpu|wasm)/);
+    await trainOnSample(page, 2, 16);
+    await waitDone(page, 2);
+  } finally {
+    await bare.close();
   }
 });
