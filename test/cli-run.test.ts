@@ -40,7 +40,7 @@ const runUntil = (args: string[], when: RegExp, signal: NodeJS.Signals) => runCl
 test('pretrain → eval → embed → export → plot: 2 epochs on a real subset, through the CLI', { skip }, async () => {
   const run = join(root, 'e2e');
   const encoder = native ? ['--encoder', 'convnet', '--backend', 'native'] : ['--encoder', await mlpEncoder(), '--backend', 'cpu'];
-  const r = byol('pretrain', dataset, '--out', run, ...small, ...encoder, '--keep', '2', '--checkpoint-every', '5', '--log-every', '4');
+  const r = byol('pretrain', dataset, '--out', run, ...small, ...encoder, '--keep', '2', '--checkpoint-every', '5', '--log-every', '4', '--diagnose-every', '4');
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /epoch 1\/2 \[#+\.*\] step 4\/16 +\d+\.\d img\/s +ETA \S+ +loss \d\.\d{4} +τ 0\.99\d\d +lr \S+ +collapse 0\.\d{4}/);
   assert.match(r.stdout, /epoch 2: kNN top-1 \d+\.\d\d %/);
@@ -50,6 +50,11 @@ test('pretrain → eval → embed → export → plot: 2 epochs on a real subset
   const m = metrics(run);
   assert.deepEqual(m.filter((x) => x.type === 'step').map((x) => x.step), Array.from({ length: 16 }, (_, i) => i + 1));
   assert.equal(m.filter((x) => x.type === 'knn').length, 2);
+  // Collapse diagnostics every 4 steps: the encoder features' spread and effective rank, also in the progress line.
+  const diag = m.filter((x) => x.type === 'diagnostics') as unknown as { step: number; featureRank: number; featureStd: number; featureDim: number; batch: number }[];
+  assert.deepEqual(diag.map((d) => d.step), [4, 8, 12, 16]);
+  for (const d of diag) assert.ok(d.featureRank > 1 && d.featureRank <= Math.min(d.batch, d.featureDim) && d.featureStd > 0, JSON.stringify(d));
+  assert.match(r.stdout, /collapse 0\.\d{4}  rank \d+\.\d\/32$/m);
   // Every 5 steps and at the end, the newest two kept.
   assert.deepEqual(readdirSync(join(run, 'checkpoints')).sort(), ['step-00000015.byol', 'step-00000016.byol']);
 
@@ -107,9 +112,35 @@ test('pretrain → eval → embed → export → plot: 2 epochs on a real subset
     server.close();
   }
 
+  // --network target: the target network's encoder (its moving average) instead of the online one, in eval, embed and
+  // export alike; a model folder has only one.
+  const tk = byol('eval', 'knn', run, '--network', 'target', '--train', '400', '--test', '100', '--json');
+  assert.equal(tk.status, 0, tk.stderr);
+  const tResults = (JSON.parse(tk.stdout) as { results: { encoder: string; top1: number }[] }).results;
+  assert.deepEqual(tResults.map((r) => r.encoder), ['BYOL target (step 16)']);
+  assert.ok(tResults[0]!.top1 > 0.2);
+  const tNpy = join(root, 'emb', 'target.npy');
+  assert.equal(byol('embed', run, `${dataset}@test`, '--limit', '5', '--out', tNpy, '--network', 'target').status, 0);
+  const tb = readFileSync(tNpy);
+  const targetFeatures = new Float32Array(tb.buffer.slice(tb.byteOffset + 10 + tb.readUInt16LE(8), tb.byteOffset + tb.length));
+  assert.equal(targetFeatures.length, embedded.length);
+  assert.ok(targetFeatures.some((v, i) => Math.abs(v - embedded[i]!) > 1e-6), 'the target network is not the online one');
+  const tOut = join(root, 'exported-target');
+  const tx = byol('export', run, '--network', 'target', '--out', tOut);
+  assert.equal(tx.status, 0, tx.stderr);
+  assert.match(tx.stdout, /\(target network, step 16, \d+ features\)/);
+  assert.equal((JSON.parse(readFileSync(join(tOut, 'byol.json'), 'utf8')) as { network: string }).network, 'target');
+  const tAgain = join(root, 'emb', 'target-again.npy');
+  assert.equal(byol('embed', tOut, `${dataset}@test`, '--limit', '5', '--out', tAgain).status, 0);
+  const ta = readFileSync(tAgain);
+  assert.deepEqual(new Float32Array(ta.buffer.slice(ta.byteOffset + 10 + ta.readUInt16LE(8), ta.byteOffset + ta.length)), targetFeatures, 'the exported target gives embed --network target\'s features');
+  const refused = byol('export', tOut, '--network', 'target', '--out', join(root, 'never'));
+  assert.equal(refused.status, 2);
+  assert.match(refused.stderr, /--network target: \S+exported-target is a model folder, which holds one encoder/);
+
   const p = byol('plot', run);
   assert.equal(p.status, 0, p.stderr);
-  for (const f of ['loss', 'knn', 'collapse', 'tau', 'lr']) {
+  for (const f of ['loss', 'knn', 'collapse', 'rank', 'tau', 'lr']) {
     assert.match(readFileSync(join(run, 'plots', `${f}.svg`), 'utf8'), /<polyline fill="none"/);
     assert.deepEqual([...readFileSync(join(run, 'plots', `${f}.png`)).subarray(1, 4)], [0x50, 0x4e, 0x47]);
   }

@@ -112,3 +112,24 @@ test('a target cloned from a LayersModel gets byol\'s batch-norm layer; the stoc
   model.dispose();
   clone.dispose();
 });
+
+test('weights start as Haiku draws them: a normal truncated at 2σ with variance 1/fan_in (not tfjs\'s uniform)', async () => {
+  const { fanInTruncatedNormal, SeedStream, TRUNCATED_NORMAL_STD } = await import('../src/nets/init.js');
+  // A 3×3×64×128 kernel: fan_in 576, 73 728 draws.
+  const w = tf.tidy(() => fanInTruncatedNormal(new SeedStream(7)).apply([3, 3, 64, 128], 'float32').dataSync() as Float32Array);
+  const n = w.length;
+  const mean = w.reduce((s, x) => s + x, 0) / n;
+  const variance = w.reduce((s, x) => s + (x - mean) ** 2, 0) / n;
+  const sigma = Math.sqrt(1 / 576) / TRUNCATED_NORMAL_STD; // the normal's σ before truncation
+  assert.ok(Math.abs(mean) < 0.01 * sigma, `mean ${mean}`);
+  assert.ok(Math.abs(variance * 576 - 1) < 0.02, `variance × fan_in = ${variance * 576}`);
+  assert.ok(w.every((x) => Math.abs(x) <= 2 * sigma * (1 + 1e-6)), 'nothing beyond 2σ');
+  // A normal truncated to ±2σ holds 68.27 % / 95.45 % = 71.5 % of its mass within ±σ; a uniform of the same
+  // variance (tfjs's 'truncatedNormal') would hold 66 % there (its limit is 1.52σ).
+  const within = w.filter((x) => Math.abs(x) < sigma).length / n;
+  assert.ok(Math.abs(within - 0.6827 / 0.9545) < 0.01, `mass within σ: ${within}`);
+  // The config is the stock VarianceScaling's, so saved models load in plain tfjs.
+  const cfg = fanInTruncatedNormal(new SeedStream(1)).getConfig();
+  assert.equal(cfg['distribution'], 'normal');
+  assert.ok(Math.abs((cfg['scale'] as number) - 1.2924212) < 1e-6);
+});

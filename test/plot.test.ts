@@ -37,7 +37,10 @@ test('tick labels: as many decimals as the spacing, no float noise; scientific f
 
 test('a chart has round ticks on both axes and its title and subtitle fit its width', () => {
   const steps = Array.from({ length: 1500 }, (_, i) => i + 1);
-  const records: MetricsRecord[] = steps.map((s) => ({ type: 'step', step: s, epoch: 1, loss: 4 - s / 1000, tau: 0.996 + (0.004 * s) / 1500, lr: 0.2 * Math.sin(s / 500), collapse: 0.0625, imagesPerSecond: 1, elapsed: 1 }));
+  const records: MetricsRecord[] = [
+    ...steps.map((s) => ({ type: 'step' as const, step: s, epoch: 1, loss: 4 - s / 1000, tau: 0.996 + (0.004 * s) / 1500, lr: 0.2 * Math.sin(s / 500), collapse: 0.0625, imagesPerSecond: 1, elapsed: 1 })),
+    ...steps.filter((s) => s % 50 === 0).map((s) => ({ type: 'diagnostics' as const, step: s, epoch: 1, featureStd: 0.05, featureRank: 20 + s / 100, featureDim: 128, batch: 64 })),
+  ];
   for (const s of runSeries(records)) {
     const svg = lineChartSvg(s);
     const xLabels = [...svg.matchAll(/<text x="[\d.]+" y="[\d.]+" text-anchor="middle" fill="#444">([^<]+)<\/text>/g)].map((m) => m[1]!).filter((t) => t !== 'step');

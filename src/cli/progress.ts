@@ -1,4 +1,5 @@
 import type { StepResult } from '../byol/learner.js';
+import type { Diagnostics } from '../run/pretrain.js';
 import type { Io } from './commands.js';
 
 function duration(seconds: number): string {
@@ -17,13 +18,14 @@ export class Progress {
   private live = false;
   constructor(private readonly io: Io, private readonly logEvery: number) {}
 
-  step(r: StepResult, info: { epoch: number; totalSteps: number; stepsPerEpoch: number; imagesPerSecond: number; etaSeconds: number }): void {
+  step(r: StepResult, info: { epoch: number; totalSteps: number; stepsPerEpoch: number; imagesPerSecond: number; etaSeconds: number; diagnostics?: Diagnostics | null }): void {
     const epochs = info.totalSteps / info.stepsPerEpoch;
     const frac = r.step / info.totalSteps;
     const bar = `[${'#'.repeat(Math.round(frac * 20)).padEnd(20, '.')}]`;
     const line =
       `epoch ${info.epoch + 1}/${epochs} ${bar} step ${r.step}/${info.totalSteps}  ${info.imagesPerSecond.toFixed(1)} img/s  ETA ${duration(info.etaSeconds)}  ` +
-      `loss ${r.loss.toFixed(4)}  τ ${r.tau.toFixed(4)}  lr ${r.learningRate.toPrecision(3)}  collapse ${r.collapse.toFixed(4)}`;
+      `loss ${r.loss.toFixed(4)}  τ ${r.tau.toFixed(4)}  lr ${r.learningRate.toPrecision(3)}  collapse ${r.collapse.toFixed(4)}` +
+      (info.diagnostics ? `  rank ${info.diagnostics.featureRank.toFixed(1)}/${Math.min(info.diagnostics.batch, info.diagnostics.featureDim)}` : '');
     if (this.io.isTTY) {
       process.stdout.write(`\r\x1b[2K${line}`);
       this.live = true;

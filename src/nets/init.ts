@@ -26,15 +26,24 @@ export class SeedStream {
 }
 
 /**
- * Haiku's default for Linear and Conv2D weights, used by the official code: a truncated normal with
- * variance 1/fan_in.
+ * Std of a standard normal truncated to [−2, 2]: Haiku's VarianceScaling divides by it so that the truncated draws keep
+ * the asked variance (haiku/_src/initializers.py).
+ */
+export const TRUNCATED_NORMAL_STD = 0.87962566103423978;
+
+/**
+ * Haiku's default for Linear and Conv2D weights, used by the official code: a normal truncated at two standard
+ * deviations, scaled so that its variance is 1/fan_in. tfjs-layers 4.x's `varianceScaling` cannot be asked for that by
+ * name (its `truncatedNormal` distribution draws a uniform), but its `normal` distribution draws `tf.truncatedNormal`
+ * (cut at 2σ) with σ² = scale/fan_in: asking scale 1/0.8796² gives Haiku's draw exactly, under the stock class (so
+ * saved models load anywhere). Tested: variance 1/fan_in, bounded by 2σ, the truncated normal's mass within 1σ.
  */
 export function fanInTruncatedNormal(seeds: SeedStream) {
   const seed = seeds.take();
   return tfl.initializers.varianceScaling({
-    scale: 1,
+    scale: 1 / TRUNCATED_NORMAL_STD ** 2,
     mode: 'fanIn',
-    distribution: 'truncatedNormal',
+    distribution: 'normal',
     ...(seed === undefined ? {} : { seed }),
   });
 }

@@ -57,6 +57,11 @@ export interface PretrainConfig {
   readonly knnTest: number;
   /** k = 200, T = 0.1 (InstDisc, solo-learn). */
   readonly knnK: number;
+  /**
+   * Steps between collapse diagnostics of the encoder's features on the current batch (their normalized spread and
+   * effective rank, RankMe), written to metrics.jsonl; 0: never. Default 50: one extra inference pass per 50 steps.
+   */
+  readonly diagnoseEvery: number;
   readonly knnTemperature: number;
   /**
    * Image folders: the side images are decoded to before the views crop them; null: 256 for the `imagenet` preset
@@ -92,7 +97,7 @@ export function describeBackend(b: BackendRecord): string {
 }
 
 /** What `byol pretrain --resume` may change in a run: none of it changes the model or the data order. */
-export const RESUME_CHANGES = ['lr', 'warmupEpochs', 'checkpointEvery', 'keep', 'knnEvery', 'knnBank', 'knnTest', 'skipBad'] as const;
+export const RESUME_CHANGES = ['lr', 'warmupEpochs', 'checkpointEvery', 'keep', 'knnEvery', 'knnBank', 'knnTest', 'skipBad', 'diagnoseEvery'] as const;
 export type ResumeChange = (typeof RESUME_CHANGES)[number];
 
 export const PRETRAIN_DEFAULTS: Omit<PretrainConfig, 'dataset'> = {
@@ -128,6 +133,7 @@ export const PRETRAIN_DEFAULTS: Omit<PretrainConfig, 'dataset'> = {
   knnTest: 2_000,
   knnK: 200,
   knnTemperature: 0.1,
+  diagnoseEvery: 50,
   imageSize: null,
   fit: 'cover',
   skipBad: false,
@@ -163,6 +169,7 @@ export function resolvePretrainConfig(partial: Partial<PretrainConfig> & { datas
   int('knnBank', 1);
   int('knnTest', 1);
   int('knnK', 1);
+  int('diagnoseEvery', 0);
   int('projectorHidden', 1, true);
   int('projectorOut', 1, true);
   int('predictorHidden', 1, true);

@@ -111,17 +111,19 @@ export function lineChartSvg(s: Series, width = 640, height = 340): string {
 export function runSeries(records: readonly MetricsRecord[]): Series[] {
   const steps = records.filter((r): r is Extract<MetricsRecord, { type: 'step' }> => r.type === 'step');
   const knn = records.filter((r): r is Extract<MetricsRecord, { type: 'knn' }> => r.type === 'knn');
+  const diag = records.filter((r): r is Extract<MetricsRecord, { type: 'diagnostics' }> => r.type === 'diagnostics');
   const pct = (v: number, step: number) => `${formatTick(100 * v, 100 * step)} %`;
   return [
     { title: 'BYOL loss', subtitle: '2 − 2·cos, summed over the two views (0 to 8)', file: 'loss', points: steps.map((r) => [r.step, r.loss] as const), format: formatTick },
     { title: 'kNN top-1 accuracy', subtitle: 'weighted kNN on the encoder\'s features, k = 200, T = 0.1', file: 'knn', points: knn.map((r) => [r.step, r.top1] as const), format: pct },
     { title: 'collapse metric', subtitle: 'std of the l2-normalized projections: 1/√d healthy, 0 collapsed', file: 'collapse', points: steps.map((r) => [r.step, r.collapse] as const), format: formatTick },
+    { title: 'effective rank of the encoder features', subtitle: 'RankMe on a batch (1: collapsed; up to min(batch, features))', file: 'rank', points: diag.map((r) => [r.step, r.featureRank] as const), format: formatTick },
     { title: 'target EMA τ', subtitle: 'τ from τ_base to 1 on a cosine (§3.3)', file: 'tau', points: steps.map((r) => [r.step, r.tau] as const), format: formatTick },
     { title: 'learning rate', subtitle: 'warm-up, then a cosine decay (App. B)', file: 'lr', points: steps.map((r) => [r.step, r.lr] as const), format: formatTick },
   ];
 }
 
-const PLOT_FILES = ['loss', 'knn', 'collapse', 'tau', 'lr'].flatMap((f) => [`${f}.svg`, `${f}.png`]);
+const PLOT_FILES = ['loss', 'knn', 'collapse', 'rank', 'tau', 'lr'].flatMap((f) => [`${f}.svg`, `${f}.png`]);
 
 /** A plots folder written before byol marked its folders: nothing in it but plot files. */
 async function legacyPlots(entries: readonly string[]): Promise<readonly string[] | null> {

@@ -16,6 +16,7 @@ import { Byol, type LearnerState, type StepResult } from '../byol/learner.js';
 import { batchCount, batches, type ImageBatch, type ImageSource } from '../data/source.js';
 import { ByolError } from '../errors.js';
 import { knnAccuracy } from '../eval/knn.js';
+import { effectiveRank, normalizedStd } from '../eval/rank.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { saveCheckpoint } from '../io/checkpoint.js';
 import { isFsError, writeFailed } from '../io/fs.js';
@@ -33,7 +34,39 @@ import { inUseError, LOCK_FILE, RunLock, runLockHolder } from './lock.js';
 /** One line of `metrics.jsonl`. */
 export type MetricsRecord =
   | { type: 'step'; step: number; epoch: number; loss: number; tau: number; lr: number; collapse: number; imagesPerSecond: number; elapsed: number }
-  | { type: 'knn'; step: number; epoch: number; top1: number; bank: number; test: number };
+  | { type: 'knn'; step: number; epoch: number; top1: number; bank: number; test: number }
+  | { type: 'diagnostics'; step: number; epoch: number; featureStd: number; featureRank: number; featureDim: number; batch: number };
+
+/** Collapse diagnostics of one batch's encoder features (inference mode). */
+export interface Diagnostics {
+  /** Std over the batch of the l2-normalized features, mean over dimensions: ≈ 1/√dim spread, → 0 collapsed. */
+  readonly featureStd: number;
+  /** RankMe: exp of the entropy of the normalized singular values; 1 = every image on one direction. */
+  readonly featureRank: number;
+  readonly featureDim: number;
+  readonly batch: number;
+}
+
+/**
+ * Whether diagnostics look like collapse (paper §3.2; byol-pytorch #44): an effective rank under 1 % of what the batch
+ * could span (at least 1.5), or a normalized spread under a tenth of the healthy 1/√dim. Null when healthy, else why.
+ */
+export function collapseSign(d: Diagnostics): string | null {
+  const span = Math.min(d.batch, d.featureDim);
+  if (d.featureRank < Math.max(1.5, 0.01 * span)) return `encoder features have effective rank ${d.featureRank.toFixed(2)} of ${span} possible`;
+  const healthy = 1 / Math.sqrt(d.featureDim);
+  if (d.featureStd < 0.1 * healthy) return `the normalized encoder features barely vary (std ${d.featureStd.toExponential(2)}; spread ones ≈ ${healthy.toFixed(3)})`;
+  return null;
+}
+
+/** Diagnostics of the online encoder on a batch (an inference pass; the batch is the step's first view). */
+export async function diagnose(learner: Byol, view: tf.Tensor4D): Promise<Diagnostics> {
+  const f = learner.embed(view);
+  const [batch, dim] = f.shape;
+  const data = (await f.data()) as Float32Array;
+  f.dispose();
+  return { featureStd: normalizedStd(data, batch, dim), featureRank: effectiveRank(data, batch, dim), featureDim: dim, batch };
+}
 
 /** A change made when a run was resumed, as `config.json` records it. */
 export interface ResumeRecord {
@@ -73,7 +106,7 @@ export interface PretrainHooks {
   /** Progress and messages. */
   readonly log: (line: string) => void;
   /** Called after each step (the CLI's progress bar). */
-  readonly onStep?: (r: StepResult, info: { epoch: number; totalSteps: number; stepsPerEpoch: number; imagesPerSecond: number; etaSeconds: number }) => void;
+  readonly onStep?: (r: StepResult, info: { epoch: number; totalSteps: number; stepsPerEpoch: number; imagesPerSecond: number; etaSeconds: number; diagnostics: Diagnostics | null }) => void;
   /** Polled after each step and during evaluations: true stops the run after writing a checkpoint (Ctrl-C, SIGTERM). */
   readonly shouldStop?: () => boolean;
 }
@@ -425,6 +458,8 @@ export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promis
     }
     const started = Date.now();
     const firstStep = step;
+    let lastDiagnostics: Diagnostics | null = null;
+    let warnedCollapse = false;
     while (step < totalSteps) {
       const epoch = Math.floor(step / stepsPerEpoch);
       const startBatch = step % stepsPerEpoch;
@@ -446,8 +481,10 @@ export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promis
         const [v1, v2] = sampler.views(x);
         x.dispose();
         let r: StepResult;
+        let diag: Diagnostics | null = null;
         try {
           r = await learner.step(v1, v2);
+          if (config.diagnoseEvery > 0 && r.step % config.diagnoseEvery === 0 && Number.isFinite(r.loss)) diag = await diagnose(learner, v1);
         } catch (e) {
           // WebAssembly's heap is at most 4 GiB, and an out-of-memory abort leaves the module unusable.
           if (args.backend.name === 'wasm' && /^Aborted\(|memory access out of bounds|Cannot enlarge memory|out of memory/i.test((e as Error)?.message ?? '')) {
@@ -473,7 +510,16 @@ export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promis
         const elapsed = (Date.now() - started) / 1000;
         const imagesPerSecond = ((step - firstStep) * config.batchSize) / Math.max(elapsed, 1e-3);
         await append({ type: 'step', step, epoch: epoch + 1, loss: r.loss, tau: r.tau, lr: r.learningRate, collapse: r.collapse, imagesPerSecond, elapsed });
-        hooks.onStep?.(r, { epoch, totalSteps, stepsPerEpoch, imagesPerSecond, etaSeconds: ((totalSteps - step) * config.batchSize) / Math.max(imagesPerSecond, 1e-9) });
+        if (diag) {
+          lastDiagnostics = diag;
+          await append({ type: 'diagnostics', step, epoch: epoch + 1, ...diag });
+          const sign = collapseSign(diag);
+          if (sign && !warnedCollapse) {
+            warnedCollapse = true;
+            hooks.log(`warning: the run looks collapsed at step ${step}: ${sign}. BYOL collapses without a predictor or with τ = 0 (paper Table 5); else lower --lr or raise --warmup-epochs`);
+          }
+        }
+        hooks.onStep?.(r, { epoch, totalSteps, stepsPerEpoch, imagesPerSecond, etaSeconds: ((totalSteps - step) * config.batchSize) / Math.max(imagesPerSecond, 1e-9), diagnostics: lastDiagnostics });
         if (step % every === 0 || step === totalSteps) await writeCheckpoint();
         if (shouldStop()) return await stopNow();
       }

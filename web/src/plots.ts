@@ -44,7 +44,11 @@ export function linePlot(canvas: HTMLCanvasElement, xs: readonly number[], ys: r
     ctx.fillRect(left - 3, py(t), 3, 1);
   }
   const xs_ = niceStep(x1 - x0, 5);
-  for (let t = Math.ceil(x0 / xs_) * xs_; t <= x1 + xs_ * 1e-9; t += xs_) ctx.fillText(label(t), px(t) - 6, h - 4);
+  for (let t = Math.ceil(x0 / xs_) * xs_; t <= x1 + xs_ * 1e-9; t += xs_) {
+    const text = label(t);
+    const tw = ctx.measureText(text).width;
+    ctx.fillText(text, Math.min(px(t) - tw / 2, w - tw - 1), h - 4); // the last label stays inside the canvas
+  }
   ctx.strokeStyle = color;
   ctx.lineWidth = 1.5;
   ctx.beginPath();

@@ -90,11 +90,12 @@ async function open(context: BrowserContext, query: string): Promise<{ page: Pag
 const state = (page: Page) => page.evaluate(() => byolPage.state());
 const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
 
-async function trainOnSample(page: Page, steps: number, batch: number): Promise<void> {
+async function trainOnSample(page: Page, steps: number, batch: number, lr?: number): Promise<void> {
   await page.click('#use-sample');
   await page.waitForFunction(() => byolPage.state().dataset !== null);
   await page.fill('#steps', String(steps));
   await page.fill('#batch', String(batch));
+  if (lr !== undefined) await page.fill('#lr', String(lr));
   await page.click('#train');
 }
 
@@ -265,13 +266,15 @@ test('webgl (software, SwiftShader): the sample trains and the loss falls', asyn
   const context = await browser.newContext();
   try {
     const { page, consoleErrors } = await open(context, 'backend=webgl');
-    await trainOnSample(page, 30, 16);
+    // Software WebGL runs ~6 images/s: a short run of small batches, at the base rate of the README's CLI runs (1.0;
+    // the paper's 0.2 × 16/256 barely moves 30 steps).
+    await trainOnSample(page, 30, 16, 1.0);
     await waitDone(page, 30, 400_000);
     const s = await state(page);
     assert.equal(s.backend, 'webgl');
     const [first, last] = [mean(s.metrics.slice(0, 10).map((m) => m.loss)), mean(s.metrics.slice(-10).map((m) => m.loss))];
     t.diagnostic(`webgl: loss ${first.toFixed(3)} (steps 1–10) → ${last.toFixed(3)} (21–30); ${mean(s.metrics.slice(5).map((m) => m.imagesPerSecond)).toFixed(1)} images/s in software WebGL (not a speed figure)`);
-    assert.ok(last < first - 0.04, `the loss falls: ${first} → ${last}`);
+    assert.ok(last < first - 0.1, `the loss falls: ${first} → ${last}`);
     assert.deepEqual(consoleErrors, []);
     assert.deepEqual(s.errors, []);
   } finally {
