@@ -80,3 +80,17 @@ export {
 export { Rng } from './views/rng.js';
 export { knnAccuracy, type KnnOptions } from './eval/knn.js';
 export { linearProbe, type LinearProbeOptions, type LinearProbeResult } from './eval/linear.js';
+export { pca, cosineNeighbours, type PcaResult } from './eval/map.js';
+export { effectiveRank, normalizedStd, singularValues } from './eval/rank.js';
+export {
+  FUSED_KERNELS,
+  FUSED_LARS_KERNEL,
+  FUSED_EMA_KERNEL,
+  FUSED_EMA_ALL_KERNEL,
+  larsUpdateReference,
+  emaReference,
+  batchNormTrainReference,
+  batchNormGradReference,
+  type FusedKernelName,
+  type LarsAttrs,
+} from './kernels.js';
