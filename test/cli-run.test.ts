@@ -112,6 +112,17 @@ test('pretrain → eval → embed → export → plot: 2 epochs on a real subset
     server.close();
   }
 
+  // Fine-tuning on few labels: a class-balanced subset, the whole encoder and a head, against a random init.
+  const ft = byol('eval', 'finetune', run, '--labels', '20', '--epochs', '2', '--test', '100', '--baseline', 'random', '--json');
+  assert.equal(ft.status, 0, ft.stderr);
+  const f = JSON.parse(ft.stdout) as { labels: number; classes: number; test: number; results: { encoder: string; top1: number; top5: number }[] };
+  assert.deepEqual([f.labels, f.classes, f.test, f.results.map((r) => r.encoder)], [20, 10, 100, ['BYOL (step 16)', 'random init']]);
+  // Two epochs of 20 images say only that it runs end to end; test/finetune.test.ts checks that it learns.
+  for (const r of f.results) assert.ok(r.top1 >= 0 && r.top5 >= r.top1 && r.top5 <= 1, JSON.stringify(r));
+  const badLabels = byol('eval', 'finetune', run, '--labels', 'many');
+  assert.equal(badLabels.status, 2);
+  assert.match(badLabels.stderr, /--labels takes a share such as 1% or 10%, or a count; got "many"/);
+
   // --network target: the target network's encoder (its moving average) instead of the online one, in eval, embed and
   // export alike; a model folder has only one.
   const tk = byol('eval', 'knn', run, '--network', 'target', '--train', '400', '--test', '100', '--json');
@@ -254,7 +265,7 @@ test('CLI user errors: one line each, exit 2', { skip }, async () => {
     [['pretrain', '--resume', existing, '--epochs', '3'], /^byol: --resume continues a run with its saved config; drop --epochs \(a resume may change --lr, --warmup-epochs, /],
     [['pretrain', 'cifar10:/tmp', '--out', join(root, 'x'), '--encoder', '/nonexistent/model'], /^byol: (\/tmp\/data_batch_1\.bin: not found|\/nonexistent\/model\/model\.json: cannot read a tfjs model)/],
     [['eval', 'knn', join(root, 'missing.byol')], /no such checkpoint file or run folder/],
-    [['eval', 'svm', existing], /^byol: byol eval takes knn or linear; got "svm"$/],
+    [['eval', 'svm', existing], /^byol: byol eval takes knn, linear or finetune; got "svm"$/],
     [['eval', 'knn', mixed, '--backend', 'cpu'], /mixed\.byol: does not fit its architecture/],
     [['embed', existing, dataset, '--out', join(root, 'e.csv')], /^byol: --out must end in \.npy or \.jsonl/],
     [['export', existing], /^byol: `byol export` needs --out DIR$/],

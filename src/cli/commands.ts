@@ -23,6 +23,8 @@ import { resolveViewsConfig, type ViewsConfig } from '../views/options.js';
 import { padsAsTensorFlow, torchStateOf, type TorchArray } from '../nets/torch-weights.js';
 import { importResnet } from '../run/torch-import.js';
 import { encodeNpy } from '../io/npy.js';
+import { balancedSubset, finetune, type LabelledImages } from '../eval/finetune.js';
+import type { ImageSource } from '../data/source.js';
 import { claimOutputFile } from '../io/output.js';
 import { shownPath } from '../io/paths.js';
 import { nativeLoadError, NATIVE_HINT, setNativePrecision, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
@@ -320,12 +322,14 @@ function refuseNetworkForFolder(source: string, network: Network): void {
 
 export const EVAL: Command = {
   name: 'eval',
-  summary: 'evaluate a pretrained encoder: weighted kNN or a linear probe on frozen features',
-  usage: 'byol eval knn|linear CHECKPOINT|RUN [options]',
+  summary: 'evaluate a pretrained encoder: weighted kNN or a linear probe on frozen features, or fine-tuning on few labels',
+  usage: 'byol eval knn|linear|finetune CHECKPOINT|RUN [options]',
   positionals: [{ name: 'METHOD' }, { name: 'CHECKPOINT' }],
   notes: [
     'knn: weighted kNN on l2-normalized features, k = 200, T = 0.1 (InstDisc, solo-learn). linear: features standardized,',
-    'multinomial logistic regression (Adam, L2), top-1 and top-5. Train and test splits come from the run\'s dataset',
+    'multinomial logistic regression (Adam, L2), top-1 and top-5. finetune: the whole encoder and a linear head trained on',
+    'a class-balanced subset of the training labels (--labels 1%|10%|N, fixed by the run\'s seed) with crop and flip views,',
+    'SGD with Nesterov momentum 0.9 and no weight decay (paper App. C); top-1 and top-5. Train and test splits come from the run\'s dataset',
     'unless --dataset names another (its @train / @test splits are used; an image folder\'s train/ and val/ sub-folders,',
     'or its held-out part). --baseline random adds a randomly initialized encoder of the same architecture. A run being',
     'trained is read safely: its newest complete checkpoint.',
@@ -337,7 +341,9 @@ export const EVAL: Command = {
     { name: 'test', type: 'int', arg: 'N', min: 1, help: 'first N test images (default: all)' },
     { name: 'k', type: 'int', arg: 'N', min: 1, help: 'kNN neighbours (default 200)' },
     { name: 'temperature', type: 'number', arg: 'T', min: 0, above: true, help: 'kNN temperature (default 0.1)' },
-    { name: 'epochs', type: 'int', arg: 'N', min: 1, help: 'linear probe epochs (default 100)' },
+    { name: 'epochs', type: 'int', arg: 'N', min: 1, help: 'linear probe epochs (default 100); finetune epochs (default 30)' },
+    { name: 'labels', type: 'string', arg: '1%|10%|N', help: 'finetune: the class-balanced labelled subset, a share of the training images or a count (default 1%; fixed by the run\'s seed)' },
+    { name: 'lr', type: 'number', arg: 'X', min: 0, above: true, help: 'finetune: SGD (Nesterov 0.9, no decay) learning rate (default 0.01)' },
     { name: 'holdout', type: 'number', arg: 'X', min: 0, above: true, max: 0.99, help: 'image folders without train/ and val/: the held-out test share (default: the run\'s, else 0.1)' },
     { name: 'fit', type: 'string', arg: 'F', choices: ['cover', 'fill', 'contain'], help: 'image folders: cover (default: the run\'s), fill or contain' },
     { name: 'skip-bad', type: 'bool', help: 'image folders: leave unreadable files out, each reported' },
@@ -361,6 +367,8 @@ function withFolderFlags(config: PretrainConfig, flags: Flags): PretrainConfig {
 /** What eval and embed need of an encoder: features, how its input is prepared, and a run's config. */
 interface FeatureModel {
   readonly embed: (x: tf.Tensor4D) => tf.Tensor2D;
+  /** The encoder as a LayersModel (fine-tuning needs one); null for a function encoder. */
+  readonly model: tfl.LayersModel | null;
   readonly views: ViewsConfig;
   /** The run's config (a model folder's: built from its input description, no dataset). */
   readonly config: PretrainConfig;
@@ -391,6 +399,7 @@ async function featureModelOf(source: string, network: Network = 'online'): Prom
     const embed = (x: tf.Tensor4D) => model.predict(x) as tf.Tensor2D;
     return {
       embed,
+      model,
       views,
       config: resolvePretrainConfig({ dataset: 'folder:.', preset, imageSize: size }),
       hasDataset: false,
@@ -414,6 +423,7 @@ async function featureModelOf(source: string, network: Network = 'online'): Prom
   }
   return {
     embed: chosen.embed,
+    model: chosen.model,
     views: runViews(meta.config),
     config: meta.config,
     hasDataset: true,
@@ -428,10 +438,71 @@ async function featureModelOf(source: string, network: Network = 'online'): Prom
   };
 }
 
+/** Every image and label of the first n of a source, read in chunks. */
+async function readLabelled(source: ImageSource, n: number, indices?: readonly number[]): Promise<LabelledImages> {
+  const want = indices ?? Array.from({ length: Math.min(n, source.length) }, (_, i) => i);
+  const [h, w, c] = source.imageShape;
+  const images = new Uint8Array(want.length * h * w * c);
+  const labels = new Int32Array(want.length);
+  for (let start = 0; start < want.length; start += 2048) {
+    const b = await source.read(want.slice(start, start + 2048));
+    if (!b.labels) throw new ByolError('INVALID_DATA', `${source.name} has no labels: fine-tuning needs a labelled dataset`, 'dataset');
+    if (b.labels.length !== Math.min(2048, want.length - start)) throw new ByolError('INVALID_DATA', `${source.name}: some images could not be read; fine-tuning needs them all (fix them, or choose --train / --test)`, 'dataset');
+    images.set(b.images, start * h * w * c);
+    labels.set(b.labels, start);
+  }
+  return { images, shape: [want.length, h, w, c], labels };
+}
+
+/** `byol eval finetune`: the whole encoder and a linear head on a class-balanced labelled subset (paper §4.2, App. C). */
+async function runFinetune(fm: FeatureModel, trainSet: ImageSource, testSet: ImageSource, nTrain: number, nTest: number, flags: Flags, io: Io): Promise<number> {
+  try {
+    if (!fm.model) throw new ByolError('INVALID_ENCODER', 'this encoder is a function, not a LayersModel; it cannot be fine-tuned', 'encoder');
+    const spec = (flags.get('labels') as string | undefined) ?? '1%';
+    const all = await readLabelled(trainSet, nTrain);
+    const m = /^(\d+(?:\.\d+)?)%$/.exec(spec);
+    const count = m ? Math.round((Number(m[1]) / 100) * all.labels.length) : /^\d+$/.test(spec) ? Number(spec) : NaN;
+    if (!Number.isFinite(count)) throw new ByolError('INVALID_OPTION', `--labels takes a share such as 1% or 10%, or a count; got "${spec}"`, 'labels');
+    const subset = balancedSubset(all.labels, count, fm.seed);
+    const per = all.shape[1] * all.shape[2] * all.shape[3];
+    const train: LabelledImages = {
+      images: Uint8Array.from({ length: subset.length * per }, (_, j) => all.images[subset[Math.floor(j / per)]! * per + (j % per)]!),
+      shape: [subset.length, all.shape[1], all.shape[2], all.shape[3]],
+      labels: Int32Array.from(subset, (i) => all.labels[i]!),
+    };
+    const test = await readLabelled(testSet, nTest);
+    const options = {
+      views: fm.views,
+      epochs: (flags.get('epochs') as number | undefined) ?? 30,
+      learningRate: (flags.get('lr') as number | undefined) ?? 0.01,
+      seed: fm.seed,
+    };
+    const rows: { encoder: string; top1: number; top5: number }[] = [{ encoder: fm.label, ...(await finetune(fm.model, train, test, options)) }];
+    if (flags.get('baseline') === 'random') {
+      const fresh = cloneArchitecture(fm.model);
+      try {
+        rows.push({ encoder: 'random init', ...(await finetune(fresh, train, test, options)) });
+      } finally {
+        fresh.dispose();
+      }
+    }
+    const classes = new Set(train.labels).size;
+    if (flags.get('json')) io.out(JSON.stringify({ method: 'finetune', checkpoint: fm.path, labels: subset.length, classes, test: test.labels.length, epochs: options.epochs, lr: options.learningRate, results: rows }));
+    else {
+      io.out(`fine-tuning on ${subset.length} labelled images of ${trainSet.name} (${classes} classes, balanced; ${options.epochs} epochs, SGD Nesterov lr ${options.learningRate}) → ${testSet.name} (${test.labels.length}), ${shownPath(fm.path)}`);
+      for (const r of rows) io.out(`  ${r.encoder.padEnd(20)} top-1 ${(100 * r.top1).toFixed(2).padStart(6)} %   top-5 ${(100 * r.top5).toFixed(2).padStart(6)} %`);
+    }
+    return 0;
+  } finally {
+    fm.dispose();
+    await Promise.all([trainSet.close(), testSet.close()]);
+  }
+}
+
 export async function runEval(argv: readonly string[], io: Io): Promise<number> {
   const { flags, positionals } = parseArgs(EVAL, argv);
   const method = positionals[0]!;
-  if (method !== 'knn' && method !== 'linear') throw new ByolError('INVALID_OPTION', `byol eval takes knn or linear; got "${method}"`, 'method');
+  if (method !== 'knn' && method !== 'linear' && method !== 'finetune') throw new ByolError('INVALID_OPTION', `byol eval takes knn, linear or finetune; got "${method}"`, 'method');
   await selectBackend(flags, io);
   const fm = await featureModelOf(positionals[1]!, networkOf(flags));
   let sets;
@@ -457,6 +528,7 @@ export async function runEval(argv: readonly string[], io: Io): Promise<number> 
       const r = await linearProbe(a.features, a.labels, b.features, b.labels, { epochs: (flags.get('epochs') as number | undefined) ?? 100, seed: fm.seed });
       return { top1: r.top1, top5: r.top5 };
     });
+  if (method === 'finetune') return await runFinetune(fm, trainSet, testSet, nTrain, nTest, flags, io);
   const rows: { encoder: string; top1: number; top5?: number }[] = [];
   try {
     try {
