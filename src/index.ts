@@ -50,6 +50,7 @@ export {
   VIEW_ABLATIONS,
   ablate,
   resolveViewsConfig,
+  inputDescription,
   validateViewsConfig,
   type ViewsConfig,
   type ViewConfig,

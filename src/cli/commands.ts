@@ -19,7 +19,7 @@ import { exportOnnx } from '../io/onnx.js';
 import { encodeSafetensors } from '../io/safetensors.js';
 import { cloneArchitecture } from '../nets/encoder.js';
 import { resnetFeatureDim } from '../nets/resnet.js';
-import { resolveViewsConfig, type ViewsConfig } from '../views/options.js';
+import { inputDescription, resolveViewsConfig, type ViewsConfig } from '../views/options.js';
 import { padsAsTensorFlow, torchStateOf, type TorchArray } from '../nets/torch-weights.js';
 import { importResnet } from '../run/torch-import.js';
 import { encodeNpy } from '../io/npy.js';
@@ -265,7 +265,7 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
     if (note) io.out(note);
     if (initModel) {
       const views = runViews(config);
-      initModel.info['input'] = { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std };
+      initModel.info['input'] = inputDescription(views);
     }
   }
   const progress = new Progress(io, (flags.get('log-every') as number | undefined) ?? 20);
@@ -439,8 +439,8 @@ async function featureModelOf(source: string, network: Network = 'online'): Prom
 }
 
 /** Every image and label of the first n of a source, read in chunks. */
-async function readLabelled(source: ImageSource, n: number, indices?: readonly number[]): Promise<LabelledImages> {
-  const want = indices ?? Array.from({ length: Math.min(n, source.length) }, (_, i) => i);
+async function readLabelled(source: ImageSource, n: number): Promise<LabelledImages> {
+  const want = Array.from({ length: Math.min(n, source.length) }, (_, i) => i);
   const [h, w, c] = source.imageShape;
   const images = new Uint8Array(want.length * h * w * c);
   const labels = new Int32Array(want.length);
@@ -465,8 +465,10 @@ async function runFinetune(fm: FeatureModel, trainSet: ImageSource, testSet: Ima
     if (!Number.isFinite(count)) throw new ByolError('INVALID_OPTION', `--labels takes a share such as 1% or 10%, or a count; got "${spec}"`, 'labels');
     const subset = balancedSubset(all.labels, count, fm.seed);
     const per = all.shape[1] * all.shape[2] * all.shape[3];
+    const images = new Uint8Array(subset.length * per);
+    subset.forEach((k, r) => images.set(all.images.subarray(k * per, (k + 1) * per), r * per));
     const train: LabelledImages = {
-      images: Uint8Array.from({ length: subset.length * per }, (_, j) => all.images[subset[Math.floor(j / per)]! * per + (j % per)]!),
+      images,
       shape: [subset.length, all.shape[1], all.shape[2], all.shape[3]],
       labels: Int32Array.from(subset, (i) => all.labels[i]!),
     };
@@ -678,7 +680,7 @@ async function encoderOf(source: string, network: Network = 'online'): Promise<{
     throw new ByolError('INVALID_ENCODER', 'this encoder is a function, not a LayersModel; it cannot be exported', 'encoder');
   }
   const views = runViews(meta.config);
-  const info = { checkpoint: path, step: meta.step, network, input: { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std }, featureDim: learner.featureDim };
+  const info = { checkpoint: path, step: meta.step, network, input: inputDescription(views), featureDim: learner.featureDim };
   return { model, info, path, step: meta.step, featureDim: learner.featureDim, dispose: () => learner.dispose() };
 }
 
@@ -717,7 +719,7 @@ export async function runExport(argv: readonly string[], io: Io): Promise<number
         checkpoint: path,
         step: meta.step,
         totalSteps: o.totalSteps,
-        input: { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std },
+        input: inputDescription(views),
         views,
         tau: o.tau,
         tauSchedule: o.tauSchedule,
@@ -819,7 +821,7 @@ export async function runImport(argv: readonly string[], io: Io): Promise<number
       encoder: imp.encoder,
       width: imp.width,
       padding: imp.padding,
-      input: { size: inputShape[1], channels: inputShape[3], range: '[0, 1] then (x − mean) / std', mean, std },
+      input: inputDescription({ size: inputShape[1], channels: inputShape[3], mean, std }),
       featureDim: resnetFeatureDim(imp.depth, imp.width),
     };
     await saveLayersModelDir(imp.model, out, { ...(flags.get('overwrite') ? { overwrite: true } : {}), extra: { 'byol.json': `${JSON.stringify(info, null, 2)}\n` } });

@@ -9,7 +9,7 @@ import { cloneArchitecture } from '../nets/encoder.js';
 import { ablate, type ViewsConfig } from '../views/options.js';
 import { normalize } from '../views/ops.js';
 import { Rng } from '../views/rng.js';
-import { ViewSampler } from '../views/views.js';
+import { toUnitRange, ViewSampler } from '../views/views.js';
 import { Sgd } from '../train/optimizer.js';
 
 /**
@@ -123,7 +123,7 @@ export async function finetune(encoder: tfl.LayersModel, train: LabelledImages, 
       const m = Math.min(256, n - start);
       const { values, indices } = tf.tidy(() => {
         const x = tf.tensor4d(Int32Array.from(test.images.subarray(start * tper, (start + m) * tper)), [m, th, tw, tc], 'int32');
-        const input = normalize(tf.div(tf.cast(x, 'float32'), 255) as tf.Tensor4D, options.views.mean, options.views.std);
+        const input = normalize(toUnitRange(x), options.views.mean, options.views.std);
         const logits = tf.add(tf.matMul(model.predict(input) as tf.Tensor2D, w), b);
         return tf.topk(logits, Math.min(5, classes));
       });

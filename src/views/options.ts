@@ -188,6 +188,14 @@ export type ViewOverrides = {
   readonly solarize?: Partial<ViewConfig['solarize']>;
 };
 
+/**
+ * How a model folder's `byol.json` describes its encoder's input — what `byol embed`, `eval` and the page do before the
+ * encoder: pixels to [0, 1], then (x − mean) / std per channel.
+ */
+export function inputDescription(v: { readonly size: number | null | undefined; readonly channels: number | null | undefined; readonly mean: readonly number[]; readonly std: readonly number[] }) {
+  return { size: v.size, channels: v.channels, range: '[0, 1] then (x − mean) / std', mean: v.mean, std: v.std };
+}
+
 /** A preset, optionally ablated and overridden, validated. */
 export function resolveViewsConfig(
   preset: ViewPresetName | ViewsConfig = 'imagenet',

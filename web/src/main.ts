@@ -4,6 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+import { inputDescription } from '../../src/index.js';
 import { cosineNeighbours, pca } from '../../src/eval/map.js';
 import { chooseBackend } from './backends.js';
 import { decodeFiles, parseSample, type PageDataset } from './data.js';
@@ -211,14 +212,7 @@ async function computeMap(): Promise<void> {
   const p = pca(features, n, dim, 2);
   const knn = await run.knn(features);
   let randomKnn: number | null = null;
-  if (knn !== null) {
-    const initial = await run.initialModel();
-    try {
-      randomKnn = await run.knn(await run.embed(initial));
-    } finally {
-      initial.dispose();
-    }
-  }
+  if (knn !== null) randomKnn = await run.knn(await run.initialEmbeddings());
   const picker = scatter($<HTMLCanvasElement>('map-canvas'), p.coordinates, run.dataset.labels);
   const legend = $('legend');
   legend.replaceChildren();
@@ -271,7 +265,7 @@ async function download(): Promise<void> {
     step: run.step,
     config: run.config,
     dataset: run.dataset.name,
-    input: { size: views.size, channels: views.channels, range: '[0, 1] then (x − mean) / std', mean: views.mean, std: views.std },
+    input: inputDescription(views),
   };
   const a = document.createElement('a');
   a.href = URL.createObjectURL(new Blob([`${JSON.stringify(info, null, 2)}\n`], { type: 'application/json' }));
@@ -394,15 +388,7 @@ const testApi = {
   pointPosition: (i: number) => state.map?.picker.position(i) ?? null,
   embeddings: async () => (state.run ? Array.from(await state.run.embed()) : null),
   /** The features of the run's step-0 encoder (the kNN baseline). */
-  initialEmbeddings: async () => {
-    if (!state.run) return null;
-    const m = await state.run.initialModel();
-    try {
-      return Array.from(await state.run.embed(m));
-    } finally {
-      m.dispose();
-    }
-  },
+  initialEmbeddings: async () => (state.run ? Array.from(await state.run.initialEmbeddings()) : null),
   referenceStep,
 };
 (window as unknown as { byolPage: typeof testApi & { ready: Promise<void> } }).byolPage = {

@@ -13,6 +13,7 @@ import {
   normalize,
   resnet,
   Rng,
+  toUnitRange,
   type LearnerState,
   type ViewsConfig,
 } from '../../src/index.js';
@@ -72,12 +73,18 @@ export function viewsFor(dataset: Pick<PageDataset, 'size' | 'channels'>): Views
 
 /** The encoder's input: pixels to [0, 1], then the views' normalization (what `byol embed` does with byol.json). */
 export function prepare(pixels: tf.Tensor4D, views: ViewsConfig): tf.Tensor4D {
-  return tf.tidy(() => normalize(tf.div(tf.cast(pixels, 'float32'), 255) as tf.Tensor4D, views.mean, views.std));
+  return tf.tidy(() => normalize(toUnitRange(pixels), views.mean, views.std));
 }
 
 export function buildEncoder(config: PageRunConfig, dataset: Pick<PageDataset, 'size' | 'channels'>, seed = config.seed): tfl.LayersModel {
   const inputShape = [dataset.size, dataset.size, dataset.channels] as [number, number, number];
   return config.encoder === 'convnet' ? convNet({ inputShape, seed }) : resnet({ depth: 18, stem: 'cifar', inputShape, seed });
+}
+
+/** A model rebuilt from the weights a loaded encoder started with. */
+async function modelOf(a: NonNullable<PageRunSnapshot['initialEncoder']>): Promise<tfl.LayersModel> {
+  const tflayers = await import('@tensorflow/tfjs-layers');
+  return tflayers.loadLayersModel(tf.io.fromMemory({ modelTopology: a.topology, weightSpecs: a.weightSpecs, weightData: a.weightData }));
 }
 
 export class PageRun {
@@ -141,10 +148,7 @@ export class PageRun {
     const { size, channels, pixels } = this.dataset;
     const per = size * size * channels;
     const out = new Int32Array(indices.length * per);
-    for (let i = 0; i < indices.length; i++) {
-      const at = indices[i]! * per;
-      for (let j = 0; j < per; j++) out[i * per + j] = pixels[at + j]!;
-    }
+    for (let i = 0; i < indices.length; i++) out.set(pixels.subarray(indices[i]! * per, (indices[i]! + 1) * per), i * per);
     return tf.tensor4d(out, [indices.length, size, size, channels], 'int32');
   }
 
@@ -206,10 +210,17 @@ export class PageRun {
 
   /** The encoder as the run started (seeded, or the loaded weights): the baseline of the kNN. Dispose it. */
   async initialModel(): Promise<tfl.LayersModel> {
-    if (!this.initialEncoder) return buildEncoder(this.config, this.dataset);
-    const tflayers = await import('@tensorflow/tfjs-layers');
-    const { topology, weightSpecs, weightData } = this.initialEncoder;
-    return tflayers.loadLayersModel(tf.io.fromMemory({ modelTopology: topology, weightSpecs, weightData }));
+    return this.initialEncoder ? modelOf(this.initialEncoder) : buildEncoder(this.config, this.dataset);
+  }
+
+  /** Features of every image by the encoder as the run started. */
+  async initialEmbeddings(): Promise<Float32Array> {
+    const m = await this.initialModel();
+    try {
+      return await this.embed(m);
+    } finally {
+      m.dispose();
+    }
   }
 
   async snapshot(): Promise<PageRunSnapshot> {
@@ -227,12 +238,7 @@ export class PageRun {
   /** Rebuilds a run from its snapshot on the same dataset, continuing exactly where it was saved. */
   static async restore(dataset: PageDataset, s: PageRunSnapshot): Promise<PageRun> {
     if (s.version !== 1) throw new ByolError('INVALID_STATE', `a saved run of version ${String(s.version)}; this page reads version 1`, 'snapshot');
-    let encoder: ConstructorParameters<typeof PageRun>[2];
-    if (s.initialEncoder) {
-      const tflayers = await import('@tensorflow/tfjs-layers');
-      const { topology, weightSpecs, weightData } = s.initialEncoder;
-      encoder = { model: await tflayers.loadLayersModel(tf.io.fromMemory({ modelTopology: topology, weightSpecs, weightData })), artifacts: s.initialEncoder };
-    }
+    const encoder = s.initialEncoder ? { model: await modelOf(s.initialEncoder), artifacts: s.initialEncoder } : undefined;
     const run = new PageRun(dataset, s.config, encoder);
     run.learner.setState(s.learner);
     run.views.setRngState(s.viewsRng);
