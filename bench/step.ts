@@ -1,22 +1,26 @@
 /**
- * Benchmark: images/s of one full BYOL training step (two views, online forward and backward, target
- * forward, symmetric loss, LARS, EMA), per backend, next to PyTorch doing the same step on the same cores.
+ * Benchmark: images/s of one full BYOL training step (two views, online forward and backward, target forward,
+ * symmetric loss, LARS, EMA), per backend, next to PyTorch at its best doing the same step on the same cores.
  *
- *   npm run build && node dist/bench/step.js [--steps N] [--quick] [--no-torch] [--only BACKEND]
+ *   npm run build && node dist/bench/step.js [--steps N] [--quick] [--no-torch] [--only BACKEND] [--no-load]
  *
- * For each model — the 28×28 ConvNet at batch 64 and the CIFAR ResNet-18 at batch 64 and 256 (paper heads
- * 4096 → 256), and an MLP at batch 128 for the backends that cannot train convolutions — it prints images/s of
- * each backend and of bench/torch_step.py (Debian's python3-torch, all cores, fp32 and bf16 autocast) measured in
- * this run, right after ours, and the ratios native / PyTorch. `--quick` leaves out batch 256; `--only wasm` (or cpu,
- * native) runs one backend's rows. The wasm rows use byol's wasm kernels (src/backend.ts, src/wasm-kernels.ts) except
- * the stock MLP row.
+ * Models: the 28×28 ConvNet at batch 64, the CIFAR ResNet-18 at batch 16, 64 and 256, the paper's ResNet-50 (224 px)
+ * at batch 32 — paper heads 4096 → 256 — and an MLP at batch 128 for the backends that cannot train convolutions.
+ * Every measurement runs in a fresh child process, one after the other, so that each starts with the machine's
+ * memory released and reports its own peak resident memory. The PyTorch peer is bench/torch_step.py at its best:
+ * OpenBLAS loaded (extracted from Debian's package where not installed), every layout × views configuration timed, the
+ * fastest named. Each native and PyTorch row prints GFLOP/s (the step's multiply-adds counted by torch_step.py's
+ * hooks: 8 forward-equivalents per image) and its share of the same engine's 2048³ GEMM in the same run (fp32 and
+ * bf16). A last row times the ResNet-18 step with one competing process of two busy threads (`--no-load` skips it).
+ * `--quick` leaves out batch 256 and ResNet-50; `--only wasm` (or cpu, native) runs one backend's rows.
  */
-import { spawnSync } from 'node:child_process';
-import { loadNativeAddon } from '../src/node.js';
+import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { cpus } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { Byol, type ByolOptions } from '../src/index.js';
-import { setNativePrecision, useBackend } from '../src/node.js';
+import { loadNativeAddon, setNativePrecision, useBackend } from '../src/node.js';
 
 const steps = Number(process.argv[process.argv.indexOf('--steps') + 1]) || 3;
 
@@ -37,21 +41,20 @@ interface Case {
   readonly model: string;
   readonly backend: 'cpu' | 'wasm' | 'native';
   readonly fastPath: boolean;
-  /** Native only: bf16 convolutions and matrix products. */
-  readonly bf16?: boolean;
-  readonly options: ByolOptions;
+  readonly options: ByolOptions | 'mlp';
   readonly shape: [number, number, number, number];
   /** The PyTorch reference of the same step: model and batch for bench/torch_step.py. */
   readonly torch?: [string, number];
+  /** Left out by --quick. */
+  readonly long?: boolean;
 }
 
 const heads = { projector: { hiddenDim: 1024, outputDim: 128 }, predictor: { hiddenDim: 1024 } };
-const mlpOptions: ByolOptions = { encoder: mlp, batchSize: 128, totalSteps: 100, ...heads };
 const cases: Case[] = [
-  { model: 'MLP 784-512-512, batch 128', backend: 'wasm', fastPath: false, options: mlpOptions, shape: [128, 28, 28, 1] },
-  { model: 'MLP 784-512-512, batch 128', backend: 'wasm', fastPath: true, options: mlpOptions, shape: [128, 28, 28, 1] },
-  { model: 'MLP 784-512-512, batch 128', backend: 'cpu', fastPath: false, options: mlpOptions, shape: [128, 28, 28, 1] },
-  { model: 'MLP 784-512-512, batch 128', backend: 'native', fastPath: false, options: mlpOptions, shape: [128, 28, 28, 1] },
+  { model: 'MLP 784-512-512, batch 128', backend: 'wasm', fastPath: false, options: 'mlp', shape: [128, 28, 28, 1] },
+  { model: 'MLP 784-512-512, batch 128', backend: 'wasm', fastPath: true, options: 'mlp', shape: [128, 28, 28, 1] },
+  { model: 'MLP 784-512-512, batch 128', backend: 'cpu', fastPath: false, options: 'mlp', shape: [128, 28, 28, 1] },
+  { model: 'MLP 784-512-512, batch 128', backend: 'native', fastPath: false, options: 'mlp', shape: [128, 28, 28, 1] },
   // The paper's heads (4096 → 256) from here on, as bench/torch_step.py.
   { model: 'ConvNet 28×28, batch 64', backend: 'wasm', fastPath: true, options: { encoder: 'convnet', batchSize: 64, totalSteps: 100 }, shape: [64, 28, 28, 1], torch: ['convnet', 64] },
   { model: 'ConvNet 28×28, batch 64', backend: 'native', fastPath: false, options: { encoder: 'convnet', batchSize: 64, totalSteps: 100 }, shape: [64, 28, 28, 1], torch: ['convnet', 64] },
@@ -59,12 +62,19 @@ const cases: Case[] = [
   { model: 'CIFAR ResNet-18, batch 16', backend: 'wasm', fastPath: true, options: { encoder: 'resnet18-cifar', batchSize: 16, totalSteps: 100 }, shape: [16, 32, 32, 3] },
   { model: 'CIFAR ResNet-18, batch 16', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 16, totalSteps: 100 }, shape: [16, 32, 32, 3] },
   { model: 'CIFAR ResNet-18, batch 64', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 64, totalSteps: 100 }, shape: [64, 32, 32, 3], torch: ['resnet18-cifar', 64] },
-  { model: 'CIFAR ResNet-18, batch 256', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 256, totalSteps: 100 }, shape: [256, 32, 32, 3], torch: ['resnet18-cifar', 256] },
+  { model: 'CIFAR ResNet-18, batch 256', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 256, totalSteps: 100 }, shape: [256, 32, 32, 3], torch: ['resnet18-cifar', 256], long: true },
+  { model: 'ResNet-50 224 px, batch 32', backend: 'native', fastPath: false, options: { encoder: { name: 'resnet50', inputShape: [224, 224, 3] }, batchSize: 32, totalSteps: 100 }, shape: [32, 224, 224, 3], torch: ['resnet50', 32], long: true },
 ];
 
-async function measure(c: Case): Promise<number> {
+interface Measured {
+  readonly imagesPerSecond: number;
+  readonly maxRssMb: number;
+}
+
+/** In the child: one case's images/s. */
+async function measure(c: Case, bf16: boolean): Promise<Measured> {
   if (c.backend === 'wasm') {
-    // useBackend installs the fast path; the baseline run goes first, before it is installed.
+    // useBackend installs the fast path; the baseline runs without it.
     if (c.fastPath) await useBackend('wasm');
     else {
       await import('@tensorflow/tfjs-backend-wasm').then(async (w) => {
@@ -75,8 +85,9 @@ async function measure(c: Case): Promise<number> {
       await tf.setBackend('wasm');
     }
   } else await useBackend(c.backend);
-  if (c.backend === 'native') setNativePrecision(c.bf16 ? 'bf16' : 'fp32');
-  const learner = new Byol({ ...c.options, seed: 1 });
+  if (c.backend === 'native' && !setNativePrecision(bf16 ? 'bf16' : 'fp32')) throw new Error('bf16 not available on this CPU');
+  const options: ByolOptions = c.options === 'mlp' ? { encoder: mlp, batchSize: 128, totalSteps: 100, ...heads } : c.options;
+  const learner = new Byol({ ...options, seed: 1 });
   const x = tf.randomUniform(c.shape, 0, 1, 'float32', 1);
   const y = tf.reverse(x, 2);
   await learner.step(x, y); // warm-up: kernels, weights' first upload
@@ -85,53 +96,146 @@ async function measure(c: Case): Promise<number> {
   const secs = (performance.now() - t0) / 1000;
   tf.dispose([x, y]);
   learner.dispose();
-  return (steps * c.shape[0]) / secs;
+  return { imagesPerSecond: (steps * c.shape[0]) / secs, maxRssMb: process.resourceUsage().maxRSS / 1024 };
+}
+
+/** In the child: the addon's 2048³ matrix product, GFLOP/s. */
+function gemm(bf16: boolean): number {
+  const a = loadNativeAddon();
+  if (!a || !a.setBf16(bf16)) return NaN;
+  const n = 2048;
+  const x = Float32Array.from({ length: n * n }, (_, i) => ((i * 7919) % 1000) / 1000);
+  const out = new Float32Array(n * n);
+  a.matMul(x, x, out, 1, 1, n, n, n, false, false);
+  const reps = 5;
+  const t0 = performance.now();
+  for (let r = 0; r < reps; r++) a.matMul(x, x, out, 1, 1, n, n, n, false, false);
+  return (2 * n ** 3 * reps) / ((performance.now() - t0) / 1000) / 1e9;
+}
+
+const self = fileURLToPath(import.meta.url);
+
+if (process.argv.includes('--child')) {
+  const spec = JSON.parse(process.argv[process.argv.indexOf('--child') + 1]!) as { index: number; bf16: boolean } | { gemm: boolean };
+  const result = 'gemm' in spec ? { gflops: gemm(spec.gemm) } : await measure(cases[spec.index]!, spec.bf16);
+  console.log(JSON.stringify(result));
+  process.exit(0);
+}
+
+/** One measurement in a fresh process (its memory released when it ends); an error as a string. */
+function inChild(spec: object): Promise<Record<string, number> | string> {
+  return new Promise((done) => {
+    const p = spawn(process.execPath, [self, '--child', JSON.stringify(spec), '--steps', String(steps)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    p.on('close', (code) => {
+      if (code !== 0) return done((err.trim().split('\n').pop() ?? `exit ${code}`).slice(0, 160));
+      done(JSON.parse(out.trim().split('\n').pop()!) as Record<string, number>);
+    });
+  });
+}
+
+interface TorchResult {
+  images_per_s: number;
+  config: string;
+  blas: string;
+  flops_per_image: number;
+  gflops: number;
+  gemm_gflops: number;
+  max_rss_mb: number;
+}
+
+function torchStep(model: string, batch: number, bf16: boolean): TorchResult | string {
+  const args = [new URL('../../bench/torch_step.py', import.meta.url).pathname, '--model', model, '--batch', String(batch), '--steps', String(steps), '--search'];
+  const r = spawnSync('/usr/bin/python3', bf16 ? [...args, '--bf16'] : args, { encoding: 'utf8' });
+  if (r.status !== 0) return (r.stderr || r.error?.message || 'failed').trim().split('\n').pop()!;
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as TorchResult;
+}
+
+/** A competing process: two threads that never wait (a build, a browser tab, another training run). */
+function competitor() {
+  const code = `const { Worker } = require('node:worker_threads'); for (let i = 0; i < 2; i++) new Worker('let x = 0; for (;;) x = (x * 1.000001 + 1) % 1e9;', { eval: true }); setInterval(() => {}, 1e9);`;
+  return spawn(process.execPath, ['-e', code], { stdio: 'ignore' });
 }
 
 const quick = process.argv.includes('--quick');
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null;
 const withTorch = !process.argv.includes('--no-torch');
-
-function torchStep(model: string, batch: number, bf16: boolean): number | string {
-  const args = [new URL('../../bench/torch_step.py', import.meta.url).pathname, '--model', model, '--batch', String(batch), '--steps', String(steps)];
-  const r = spawnSync('/usr/bin/python3', bf16 ? [...args, '--bf16'] : args, { encoding: 'utf8', env: { ...process.env, OPENBLAS_CORETYPE: 'SKYLAKEX' } });
-  if (r.status !== 0) return (r.stderr || r.error?.message || 'failed').trim().split('\n').pop()!;
-  return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { images_per_s: number }).images_per_s;
-}
-
-const reference = new Map<string, number>();
-const row = (model: string, label: string, value: string) => console.log(`${model.padEnd(28)} ${label.padEnd(40)} ${value}`);
-console.log(`BYOL training step, ${steps} timed steps after one warm-up; images/s (ratio to the first row of the same model)`);
 const native = loadNativeAddon() !== null;
-for (const c of cases) {
-  if ((quick && c.shape[0] === 256) || (only !== null && c.backend !== only)) continue;
+const reference = new Map<string, number>();
+const row = (model: string, label: string, value: string) => console.log(`${model.padEnd(28)} ${label.padEnd(44)} ${value}`);
+const cpu = cpus()[0]?.model ?? 'unknown CPU';
+const flags = (() => {
+  try {
+    const f = (spawnSync('grep', ['-m1', '^flags', '/proc/cpuinfo'], { encoding: 'utf8' }).stdout ?? '').split(/\s+/);
+    return ['avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'].filter((x) => f.includes(x)).join(' ');
+  } catch {
+    return '';
+  }
+})();
+console.log(`BYOL training step, ${steps} timed steps after one warm-up, each in a fresh process; ${cpus().length} cores, ${cpu} (${flags || 'ISA unknown'})`);
+const peak = { fp32: NaN, bf16: NaN };
+if (native && only !== 'wasm' && only !== 'cpu') {
+  for (const p of ['fp32', 'bf16'] as const) {
+    const r = await inChild({ gemm: p === 'bf16' });
+    peak[p] = typeof r === 'string' ? NaN : r['gflops']!;
+  }
+  console.log(`native 2048³ GEMM: fp32 ${peak.fp32.toFixed(0)} GFLOP/s, bf16 ${Number.isNaN(peak.bf16) ? 'n/a' : `${peak.bf16.toFixed(0)} GFLOP/s`}`);
+}
+console.log('images/s (ratio to the first row of the same model); GFLOP/s and share of the same engine\'s GEMM peak; peak resident memory');
+let loadCase: { c: Case; idle: number } | null = null;
+for (const [index, c] of cases.entries()) {
+  if ((quick && c.long) || (only !== null && c.backend !== only)) continue;
   const label = `${c.backend}${c.backend === 'wasm' ? (c.fastPath ? " + byol's wasm kernels" : ' (stock)') : c.backend === 'native' ? ' fp32' : ''}`;
   if (c.backend === 'native' && !native) {
     row(c.model, label, 'addon not built, skipped');
     continue;
   }
-  let ips: number;
-  try {
-    ips = await measure(c);
-  } catch (e) {
-    row(c.model, label, `cannot train: ${(e as Error).message.split('\n')[0]}`);
-    continue;
+  // PyTorch first (its FLOP count serves both), then ours.
+  const torch = c.torch && withTorch ? ([false, true] as const).map((b) => torchStep(c.torch![0], c.torch![1], b)) : null;
+  const flopsPerImage = torch?.find((t): t is TorchResult => typeof t !== 'string')?.flops_per_image ?? NaN;
+  const gf = (ips: number, peakGflops: number) =>
+    Number.isNaN(flopsPerImage) ? '' : `  ${((ips * flopsPerImage) / 1e9).toFixed(0).padStart(4)} GFLOP/s (${((100 * ips * flopsPerImage) / 1e9 / peakGflops).toFixed(0)} % of GEMM)`;
+  const results: Partial<Record<'fp32' | 'bf16', number>> = {};
+  for (const bf16 of c.backend === 'native' && c.torch ? [false, true] : [false]) {
+    const m = await inChild({ index, bf16 });
+    const name = bf16 ? 'native bf16 (fp32 master weights)' : label;
+    if (typeof m === 'string') {
+      row(c.model, name, `cannot train: ${m}`);
+      continue;
+    }
+    const ips = m['imagesPerSecond']!;
+    results[bf16 ? 'bf16' : 'fp32'] = ips;
+    if (!reference.has(c.model)) reference.set(c.model, ips);
+    row(c.model, name, `${ips.toFixed(1).padStart(8)} img/s  ×${(ips / reference.get(c.model)!).toFixed(2)}${c.backend === 'native' ? gf(ips, bf16 ? peak.bf16 : peak.fp32) : ''}  ${m['maxRssMb']!.toFixed(0)} MB`);
+    if (c.model.startsWith('CIFAR ResNet-18, batch 64') && !bf16) loadCase = { c, idle: ips };
   }
-  if (!reference.has(c.model)) reference.set(c.model, ips);
-  row(c.model, label, `${ips.toFixed(1).padStart(8)} img/s  ×${(ips / reference.get(c.model)!).toFixed(2)}`);
-  if (c.backend !== 'native' || !c.torch) continue;
-  let bf16 = 0;
-  if (setNativePrecision('bf16')) {
-    bf16 = await measure({ ...c, bf16: true });
-    row(c.model, 'native bf16 (fp32 master weights)', `${bf16.toFixed(1).padStart(8)} img/s  ×${(bf16 / reference.get(c.model)!).toFixed(2)}`);
-  } else row(c.model, 'native bf16', 'not available on this CPU');
-  setNativePrecision('fp32');
-  if (!withTorch) continue;
-  for (const useBf16 of [false, true]) {
-    const ref = torchStep(c.torch[0], c.torch[1], useBf16);
-    const name = `PyTorch ${useBf16 ? 'bf16 autocast' : 'fp32'}`;
-    if (typeof ref === 'string') row(c.model, name, `unavailable (${ref})`);
-    else if (!useBf16) row(c.model, name, `${ref.toFixed(1).padStart(8)} img/s  native fp32 / this = ×${(ips / ref).toFixed(2)} (target ≥ 1.0)`);
-    else row(c.model, name, `${ref.toFixed(1).padStart(8)} img/s  native bf16 / this = ${bf16 ? `×${(bf16 / ref).toFixed(2)} (target ≥ 1.0)` : 'n/a'}`);
+  if (results.fp32 && results.bf16 && results.bf16 < results.fp32) row(c.model, '', `note: bf16 slower than fp32 here (×${(results.bf16 / results.fp32).toFixed(2)})`);
+  for (const [i, t] of (torch ?? []).entries()) {
+    const bf16 = i === 1;
+    const name = `PyTorch ${bf16 ? 'bf16 autocast' : 'fp32'}, best`;
+    if (typeof t === 'string') {
+      row(c.model, name, `unavailable (${t})`);
+      continue;
+    }
+    const ours = results[bf16 ? 'bf16' : 'fp32'];
+    row(
+      c.model,
+      `${name} (${t.config})`,
+      `${t.images_per_s.toFixed(1).padStart(8)} img/s  native ${bf16 ? 'bf16' : 'fp32'} / this = ${ours ? `×${(ours / t.images_per_s).toFixed(2)}` : 'n/a'}  ${t.gflops.toFixed(0).padStart(4)} GFLOP/s (${((100 * t.gflops) / t.gemm_gflops).toFixed(0)} % of its GEMM, ${t.gemm_gflops.toFixed(0)})  ${t.max_rss_mb.toFixed(0)} MB${/reference BLAS/.test(t.blas) ? '  [no OpenBLAS: not its best]' : ''}`,
+    );
+  }
+}
+if (loadCase && !process.argv.includes('--no-load')) {
+  const rival = competitor();
+  await new Promise((r) => setTimeout(r, 500));
+  try {
+    const m = await inChild({ index: cases.indexOf(loadCase.c), bf16: false });
+    if (typeof m === 'string') row(loadCase.c.model, 'native fp32, one competing 2-thread process', `failed: ${m}`);
+    else row(loadCase.c.model, 'native fp32, one competing 2-thread process', `${m['imagesPerSecond']!.toFixed(1).padStart(8)} img/s  ${(m['imagesPerSecond']! / loadCase.idle).toFixed(2)} of idle (target ≥ 0.40)`);
+  } finally {
+    rival.kill('SIGKILL');
   }
 }

@@ -93,4 +93,8 @@ export { openRunData, openEvalSets, folderOptionsOf, type RunData, type EvalSets
 export { OutputDir, claimOutputFile, outputKindOf, OUTPUT_MARKER, type OutputKind, type ClaimOptions } from './io/output.js';
 export { ensureDir } from './io/fs.js';
 export { encodeSource, evalInputOf, featureTensor, measureFeatures, type EncodedSet, type EvalInput, type LabelledFeatures } from './run/features.js';
-export { writePlots, readMetrics, lineChartSvg, runSeries, tickStep, niceTicks, formatTick, type Series } from './run/plot.js';
+export { writePlots, readMetrics, lineChartSvg, chartSvg, svgRasterizer, runSeries, tickStep, niceTicks, formatTick, type Series, type ChartLine } from './run/plot.js';
+export {
+  ablate, gridVariants, summarize, judgeClaims, compare, pairedDifference, meanStd, ABLATION_GRIDS, ABLATE_DEFAULTS, RANDOM_ID,
+  type AblationGrid, type AblationSpec, type AblateArgs, type AblateHooks, type AblateResult, type Variant, type RunResult, type Row, type Claim, type Verdict,
+} from './run/ablate.js';

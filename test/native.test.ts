@@ -361,3 +361,18 @@ test('native Pad and Slice (row copies) match the cpu backend: ranks 1–4, a co
     for (let k = 0; k < 3; k++) assert.deepEqual(got[k], ref[k], `case ${i}, output ${k}`);
   }
 });
+
+test('OpenMP wait policy: a short spin unless the user chose one (set before the runtime loads)', async () => {
+  const { applyWaitPolicy } = await import('../src/native/backend.js');
+  const env = (e: Record<string, string>) => {
+    const copy: NodeJS.ProcessEnv = { ...e };
+    applyWaitPolicy(copy);
+    return copy;
+  };
+  assert.equal(env({})['GOMP_SPINCOUNT'], '1000');
+  assert.deepEqual(env({ OMP_WAIT_POLICY: 'active' }), { OMP_WAIT_POLICY: 'active' });
+  assert.deepEqual(env({ GOMP_SPINCOUNT: '50000' }), { GOMP_SPINCOUNT: '50000' });
+  assert.deepEqual(env({ BYOL_OMP_WAIT: 'keep' }), { BYOL_OMP_WAIT: 'keep' });
+  // In this process the addon was loaded through loadNativeAddon, which applied it first.
+  if (loadNativeAddon() && process.env['OMP_WAIT_POLICY'] === undefined && process.env['BYOL_OMP_WAIT'] !== 'keep') assert.ok(process.env['GOMP_SPINCOUNT'] !== undefined);
+});

@@ -4,7 +4,7 @@ import { ByolError } from '../errors.js';
 import { removePendingTemporariesSync } from '../io/atomic.js';
 import { isFsError, writeFailed } from '../io/fs.js';
 import { helpText, parseArgs, type Command } from './args.js';
-import { EMBED, EVAL, EXPORT, IMPORT, PLOT, PRETRAIN, runEmbed, runEval, runExport, runImport, runPlot, runPretrain, type Io } from './commands.js';
+import { ABLATE, EMBED, EVAL, EXPORT, IMPORT, PLOT, PRETRAIN, runAblate, runEmbed, runEval, runExport, runImport, runPlot, runPretrain, type Io } from './commands.js';
 import { DEFAULT_DEMO, runDemo } from './demo.js';
 import { doctorLines, runDoctor } from './doctor.js';
 
@@ -41,7 +41,7 @@ const DOCTOR: Command = {
   examples: ['byol doctor', 'byol doctor --json'],
 };
 
-const COMMANDS: readonly Command[] = [PRETRAIN, EVAL, EMBED, EXPORT, IMPORT, PLOT, DEMO, DOCTOR];
+const COMMANDS: readonly Command[] = [PRETRAIN, EVAL, EMBED, EXPORT, IMPORT, PLOT, ABLATE, DEMO, DOCTOR];
 
 const HELP = `byol — Bootstrap Your Own Latent (Grill et al. 2020) on TensorFlow.js
 
@@ -54,6 +54,7 @@ Examples:
   byol demo
   byol pretrain fashion-mnist --out runs/fashion --epochs 5 --batch 128
   byol eval knn runs/fashion --baseline random
+  byol ablate paper fashion-mnist --out runs/ablate
   byol export runs/fashion --out models/fashion
   byol doctor
 `;
@@ -93,7 +94,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(helpText(cmd));
     return 0;
   }
-  if (cmd.name === 'pretrain') {
+  if (cmd.name === 'pretrain' || cmd.name === 'ablate') {
     // Ctrl-C, SIGTERM (kill, a scheduler) and SIGHUP (the terminal closed): stop after the current step, or
     // between two chunks of an evaluation, with a checkpoint; a second signal quits at once (the newest
     // checkpoint on disk stays whole, the write in progress is dropped).
@@ -108,7 +109,7 @@ async function main(argv: string[]): Promise<number> {
         io.err(`\nbyol: ${signal === 'SIGINT' ? 'Ctrl-C' : signal}: stopping after this step with a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'the signal'} again quits at once)`);
       });
     }
-    const status = await runPretrain(rest, io, () => stop !== null);
+    const status = await (cmd.name === 'pretrain' ? runPretrain : runAblate)(rest, io, () => stop !== null);
     return status === 'stopped' ? 128 + os.constants.signals[stop ?? 'SIGINT'] : 0;
   }
   // export, embed and plot write a few files, each atomically: on a signal, drop the write in progress and quit.

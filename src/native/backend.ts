@@ -56,6 +56,7 @@ export function loadNativeAddon(): Addon | null {
     loadError = 'disabled by BYOL_NATIVE=0';
     return addon;
   }
+  applyWaitPolicy();
   try {
     const require = createRequire(import.meta.url);
     addon = require('../../../native/build/Release/byol_native.node') as Addon;
@@ -64,6 +65,20 @@ export function loadNativeAddon(): Addon | null {
     loadError = (e as Error).message.split('\n')[0] ?? 'unknown error';
   }
   return addon;
+}
+
+/**
+ * How the addon's OpenMP threads wait for work, set before the OpenMP runtime loads (it reads its environment once).
+ * libgomp's default spins up to 300 000 times before sleeping, which on a machine another process also uses burns the
+ * cores that process needs and then waits for them: measured on 2 cores with one competing process of two busy threads
+ * (`node dist/bench/load.js`), the ConvNet step kept 0.29–0.32 of its idle speed and the CIFAR ResNet-18 step 0.34.
+ * A short spin (GOMP_SPINCOUNT=1000) kept 0.56 and 0.45 (OMP_WAIT_POLICY=passive: 0.43–0.44 and 0.55) for about 5 %
+ * of the ConvNet's idle speed. A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT is left as it is; BYOL_OMP_WAIT=keep keeps
+ * libgomp's default.
+ */
+export function applyWaitPolicy(env: NodeJS.ProcessEnv = process.env): void {
+  if (env['OMP_WAIT_POLICY'] !== undefined || env['GOMP_SPINCOUNT'] !== undefined || env['BYOL_OMP_WAIT'] === 'keep') return;
+  env['GOMP_SPINCOUNT'] = '1000';
 }
 
 export function nativeLoadError(): string {

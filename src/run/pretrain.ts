@@ -139,6 +139,8 @@ export interface PretrainArgs {
    * folder as `init/` (a model folder), which the run's config names as its encoder.
    */
   readonly init?: { readonly model: tfl.LayersModel; readonly info: Readonly<Record<string, unknown>> };
+  /** false: no kNN during or at the end of the run, for a caller that evaluates it itself (byol ablate). Default true. */
+  readonly evaluate?: boolean;
 }
 
 /** The record of the run in `dir` (its config.json), or null when `dir` holds no run. Errors name a damaged file. */
@@ -387,7 +389,7 @@ export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promis
       hooks.log(`run ${dirShown}: ${source.name}, ${images}; ${backendLine}`);
       if (changeLine) hooks.log(`changed: ${changeLine} (recorded in config.json)`);
     }
-    if (data.knnNote) hooks.log(data.knnNote);
+    if (data.knnNote && args.evaluate !== false) hooks.log(data.knnNote);
 
     // The newest checkpoint on disk: the one resumed from, until this process writes one.
     let lastCheckpoint: string | null = resumePath;
@@ -435,7 +437,7 @@ export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promis
       hooks.log(`stopped at step ${step}/${totalSteps}; checkpoint ${lastCheckpoint ? shownPath(lastCheckpoint) : 'none'}; continue with: ${resumeHint()}`);
       return { status: 'stopped', step, totalSteps, checkpoint: lastCheckpoint, knn };
     };
-    const evaluationDue = (s: number) => s > 0 && s % stepsPerEpoch === 0 && (s === totalSteps || (config.knnEvery > 0 && (s / stepsPerEpoch) % config.knnEvery === 0));
+    const evaluationDue = (s: number) => args.evaluate !== false && s > 0 && s % stepsPerEpoch === 0 && (s === totalSteps || (config.knnEvery > 0 && (s / stepsPerEpoch) % config.knnEvery === 0));
     /** kNN after an epoch; false when a stop request interrupted it (nothing of it is kept). */
     const evaluate = async (): Promise<boolean> => {
       if (!knnSets) return true;
