@@ -2,7 +2,7 @@
  * Benchmark: images/s of one full BYOL training step (two views, online forward and backward, target forward,
  * symmetric loss, LARS, EMA), per backend, next to PyTorch at its best doing the same step on the same cores.
  *
- *   npm run build && node dist/bench/step.js [--steps N] [--quick] [--no-torch] [--only BACKEND] [--no-load]
+ *   npm run build && node dist/bench/step.js [--steps N] [--quick] [--no-torch] [--only BACKEND] [--match REGEX] [--no-load]
  *
  * Models: the 28×28 ConvNet at batch 64, the CIFAR ResNet-18 at batch 16, 64 and 256, the paper's ResNet-50 (224 px)
  * at batch 32 — paper heads 4096 → 256 — and an MLP at batch 128 for the backends that cannot train convolutions.
@@ -10,9 +10,11 @@
  * memory released and reports its own peak resident memory. The PyTorch peer is bench/torch_step.py at its best:
  * OpenBLAS loaded (extracted from Debian's package where not installed), every layout × views configuration timed, the
  * fastest named. Each native and PyTorch row prints GFLOP/s (the step's multiply-adds counted by torch_step.py's
- * hooks: 8 forward-equivalents per image) and its share of the same engine's 2048³ GEMM in the same run (fp32 and
- * bf16). A last row times the ResNet-18 step with one competing process of two busy threads (`--no-load` skips it).
- * `--quick` leaves out batch 256 and ResNet-50; `--only wasm` (or cpu, native) runs one backend's rows.
+ * hooks: 8 forward-equivalents per image) and its share of the machine's GEMM peak: oneDNN's 2048³ product through
+ * the addon in the same run, fp32 or bf16 (PyTorch's own matmul runs on OpenBLAS, slower, and is printed beside). A last row times the ResNet-18 step with one competing process of two busy threads (`--no-load` skips it).
+ * `--quick` leaves out batch 256 and ResNet-50; `--only wasm` (or cpu, native) runs one backend's rows; `--match` the
+ * models whose name matches. ResNet-50 times one step after the warm-up, and PyTorch's search there tries both layouts
+ * with the views separate (each PyTorch configuration of it takes minutes here).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +49,9 @@ interface Case {
   readonly torch?: [string, number];
   /** Left out by --quick. */
   readonly long?: boolean;
+  /** Timed steps (default --steps), for the slowest models; and PyTorch's search (default: layouts × views). */
+  readonly steps?: number;
+  readonly torchSearch?: 'all' | 'layouts';
 }
 
 const heads = { projector: { hiddenDim: 1024, outputDim: 128 }, predictor: { hiddenDim: 1024 } };
@@ -63,7 +68,7 @@ const cases: Case[] = [
   { model: 'CIFAR ResNet-18, batch 16', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 16, totalSteps: 100 }, shape: [16, 32, 32, 3] },
   { model: 'CIFAR ResNet-18, batch 64', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 64, totalSteps: 100 }, shape: [64, 32, 32, 3], torch: ['resnet18-cifar', 64] },
   { model: 'CIFAR ResNet-18, batch 256', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 256, totalSteps: 100 }, shape: [256, 32, 32, 3], torch: ['resnet18-cifar', 256], long: true },
-  { model: 'ResNet-50 224 px, batch 32', backend: 'native', fastPath: false, options: { encoder: { name: 'resnet50', inputShape: [224, 224, 3] }, batchSize: 32, totalSteps: 100 }, shape: [32, 224, 224, 3], torch: ['resnet50', 32], long: true },
+  { model: 'ResNet-50 224 px, batch 32', backend: 'native', fastPath: false, options: { encoder: { name: 'resnet50', inputShape: [224, 224, 3] }, batchSize: 32, totalSteps: 100 }, shape: [32, 224, 224, 3], torch: ['resnet50', 32], long: true, steps: 1, torchSearch: 'layouts' },
 ];
 
 interface Measured {
@@ -91,12 +96,13 @@ async function measure(c: Case, bf16: boolean): Promise<Measured> {
   const x = tf.randomUniform(c.shape, 0, 1, 'float32', 1);
   const y = tf.reverse(x, 2);
   await learner.step(x, y); // warm-up: kernels, weights' first upload
+  const n = c.steps ?? steps;
   const t0 = performance.now();
-  for (let s = 0; s < steps; s++) await learner.step(x, y);
+  for (let s = 0; s < n; s++) await learner.step(x, y);
   const secs = (performance.now() - t0) / 1000;
   tf.dispose([x, y]);
   learner.dispose();
-  return { imagesPerSecond: (steps * c.shape[0]) / secs, maxRssMb: process.resourceUsage().maxRSS / 1024 };
+  return { imagesPerSecond: (n * c.shape[0]) / secs, maxRssMb: process.resourceUsage().maxRSS / 1024 };
 }
 
 /** In the child: the addon's 2048³ matrix product, GFLOP/s. */
@@ -147,8 +153,9 @@ interface TorchResult {
   max_rss_mb: number;
 }
 
-function torchStep(model: string, batch: number, bf16: boolean): TorchResult | string {
-  const args = [new URL('../../bench/torch_step.py', import.meta.url).pathname, '--model', model, '--batch', String(batch), '--steps', String(steps), '--search'];
+function torchStep(c: Case, bf16: boolean): TorchResult | string {
+  const [model, batch] = c.torch!;
+  const args = [new URL('../../bench/torch_step.py', import.meta.url).pathname, '--model', model, '--batch', String(batch), '--steps', String(c.steps ?? steps), '--search', c.torchSearch ?? 'all'];
   const r = spawnSync('/usr/bin/python3', bf16 ? [...args, '--bf16'] : args, { encoding: 'utf8' });
   if (r.status !== 0) return (r.stderr || r.error?.message || 'failed').trim().split('\n').pop()!;
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as TorchResult;
@@ -162,6 +169,7 @@ function competitor() {
 
 const quick = process.argv.includes('--quick');
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null;
+const match = process.argv.includes('--match') ? new RegExp(process.argv[process.argv.indexOf('--match') + 1]!) : null;
 const withTorch = !process.argv.includes('--no-torch');
 const native = loadNativeAddon() !== null;
 const reference = new Map<string, number>();
@@ -184,17 +192,17 @@ if (native && only !== 'wasm' && only !== 'cpu') {
   }
   console.log(`native 2048³ GEMM: fp32 ${peak.fp32.toFixed(0)} GFLOP/s, bf16 ${Number.isNaN(peak.bf16) ? 'n/a' : `${peak.bf16.toFixed(0)} GFLOP/s`}`);
 }
-console.log('images/s (ratio to the first row of the same model); GFLOP/s and share of the same engine\'s GEMM peak; peak resident memory');
+console.log('images/s (ratio to the first row of the same model); GFLOP/s and share of the GEMM peak (fp32 or bf16); peak resident memory');
 let loadCase: { c: Case; idle: number } | null = null;
 for (const [index, c] of cases.entries()) {
-  if ((quick && c.long) || (only !== null && c.backend !== only)) continue;
+  if ((quick && c.long) || (only !== null && c.backend !== only) || (match && !match.test(c.model))) continue;
   const label = `${c.backend}${c.backend === 'wasm' ? (c.fastPath ? " + byol's wasm kernels" : ' (stock)') : c.backend === 'native' ? ' fp32' : ''}`;
   if (c.backend === 'native' && !native) {
     row(c.model, label, 'addon not built, skipped');
     continue;
   }
   // PyTorch first (its FLOP count serves both), then ours.
-  const torch = c.torch && withTorch ? ([false, true] as const).map((b) => torchStep(c.torch![0], c.torch![1], b)) : null;
+  const torch = c.torch && withTorch && c.backend === 'native' ? ([false, true] as const).map((b) => torchStep(c, b)) : null;
   const flopsPerImage = torch?.find((t): t is TorchResult => typeof t !== 'string')?.flops_per_image ?? NaN;
   const gf = (ips: number, peakGflops: number) =>
     Number.isNaN(flopsPerImage) ? '' : `  ${((ips * flopsPerImage) / 1e9).toFixed(0).padStart(4)} GFLOP/s (${((100 * ips * flopsPerImage) / 1e9 / peakGflops).toFixed(0)} % of GEMM)`;
@@ -224,7 +232,7 @@ for (const [index, c] of cases.entries()) {
     row(
       c.model,
       `${name} (${t.config})`,
-      `${t.images_per_s.toFixed(1).padStart(8)} img/s  native ${bf16 ? 'bf16' : 'fp32'} / this = ${ours ? `×${(ours / t.images_per_s).toFixed(2)}` : 'n/a'}  ${t.gflops.toFixed(0).padStart(4)} GFLOP/s (${((100 * t.gflops) / t.gemm_gflops).toFixed(0)} % of its GEMM, ${t.gemm_gflops.toFixed(0)})  ${t.max_rss_mb.toFixed(0)} MB${/reference BLAS/.test(t.blas) ? '  [no OpenBLAS: not its best]' : ''}`,
+      `${t.images_per_s.toFixed(1).padStart(8)} img/s  native ${bf16 ? 'bf16' : 'fp32'} / this = ${ours ? `×${(ours / t.images_per_s).toFixed(2)}` : 'n/a'}  ${t.gflops.toFixed(0).padStart(4)} GFLOP/s (${((100 * t.gflops) / (bf16 ? peak.bf16 : peak.fp32)).toFixed(0)} % of GEMM; its own matmul ${t.gemm_gflops.toFixed(0)})  ${t.max_rss_mb.toFixed(0)} MB${/reference BLAS/.test(t.blas) ? '  [no OpenBLAS: not its best]' : ''}`,
     );
   }
 }

@@ -224,12 +224,13 @@ def main():
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--layout", choices=("nchw", "channels_last"), default="nchw")
     ap.add_argument("--views", choices=("separate", "concat"), default="separate")
-    ap.add_argument("--search", action="store_true", help="time every layout x views configuration, report the best")
+    ap.add_argument("--search", nargs="?", const="all", choices=("all", "layouts"), help="time every layout x views configuration (or, `layouts`, both layouts with views separate), report the best")
     # Debian's torch starts with one OpenMP thread here; the peer at its best uses every core.
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    configs = [(l, v) for l in ("nchw", "channels_last") for v in ("separate", "concat")] if args.search else [(args.layout, args.views)]
+    views = ("separate", "concat") if args.search == "all" else ("separate",)
+    configs = [(l, v) for l in ("nchw", "channels_last") for v in views] if args.search else [(args.layout, args.views)]
     results = {}
     flops = 0
     for layout, views in configs:

@@ -95,3 +95,4 @@ export {
   type FusedKernelName,
   type LarsAttrs,
 } from './kernels.js';
+export { VectorIndex, checkId, type Item, type Hit } from './serve/vector-index.js';

@@ -98,3 +98,5 @@ export {
   ablate, gridVariants, summarize, judgeClaims, compare, pairedDifference, meanStd, ABLATION_GRIDS, ABLATE_DEFAULTS, RANDOM_ID,
   type AblationGrid, type AblationSpec, type AblateArgs, type AblateHooks, type AblateResult, type Variant, type RunResult, type Row, type Claim, type Verdict,
 } from './run/ablate.js';
+export { buildServer, MicroBatcher, ServeError, openApi, type ServeOptions } from './serve/server.js';
+export { IndexStore, loadEmbeddings, decodeNpy, encodeSnapshot, decodeSnapshot } from './serve/store.js';

@@ -196,6 +196,9 @@ test('native max pooling and its gradient match the cpu backend: odd sizes, batc
     [[3, 9, 8, 3], 3, 1, 'same'],
     [[2, 28, 28, 32], 2, 2, 'valid'],
     [[2, 11, 13, 17], 3, 2, 'same'],
+    // Windows that tile the input exactly (the kernel's fast path): 3×3 of stride 3, 2×2 over an odd channel count.
+    [[2, 9, 6, 3], 3, 3, 'valid'],
+    [[3, 4, 6, 5], 2, 2, 'valid'],
   ];
   const [ref, got] = await both(() =>
     cases.flatMap(([shape, k, st, p], i) => {

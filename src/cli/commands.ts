@@ -33,6 +33,10 @@ import { learnerFromCheckpoint, randomLearnerLike } from '../run/checkpoints.js'
 import { folderOptionsOf, openEvalSets } from '../run/data.js';
 import { encodeSource, evalInputOf, measureFeatures } from '../run/features.js';
 import { writePlots } from '../run/plot.js';
+import { buildServer } from '../serve/server.js';
+import { IndexStore, loadEmbeddings } from '../serve/store.js';
+import type { VectorIndex } from '../serve/vector-index.js';
+import * as tfCore from '@tensorflow/tfjs-core';
 import { ablate, ABLATE_DEFAULTS, ABLATION_GRIDS, type AblationGrid, type AblationSpec } from '../run/ablate.js';
 import { lastBackendOf, pretrain, readRunRecord } from '../run/pretrain.js';
 import { registerNativeBackend } from '../native/backend.js';
@@ -933,4 +937,92 @@ export async function runAblate(argv: readonly string[], io: Io, stopRequested: 
   }
   io.out(`done in ${minutes} min: ${r.ran} run${r.ran === 1 ? '' : 's'} trained, ${r.skipped} already done; wrote ${shownPath(join(out, 'ablation.md'))} and its curves`);
   return 'done';
+}
+
+// ---------------------------------------------------------------- serve
+
+export const SERVE: Command = {
+  name: 'serve',
+  summary: 'serve embeddings and similarity search over HTTP (fastify): /embed, /search, /items, /health',
+  usage: 'byol serve MODEL|RUN --index FILE.npy|DIR [--port N] [--host H] [options]',
+  positionals: [{ name: 'MODEL' }],
+  notes: [
+    'MODEL: a run, a checkpoint or a model folder (byol export / import). --index FILE.npy: the embeddings `byol embed`',
+    'wrote (ids from FILE.jsonl beside it), served read-only; --index DIR: an index folder byol keeps (snapshot + journal,',
+    'every acknowledged change flushed to disk), created when new (--seed FILE.npy starts it from embeddings) and',
+    'changed through POST /items and DELETE /items/ID. Binds 127.0.0.1 unless --host says otherwise; with --token (or',
+    'BYOL_SERVE_TOKEN) every request but /health needs "Authorization: Bearer TOKEN". GET /openapi.json describes the API.',
+  ].join('\n'),
+  flags: [
+    { name: 'index', type: 'string', arg: 'FILE.npy|DIR', help: 'embeddings to search (read-only), or an index folder (writable)' },
+    { name: 'seed', type: 'string', arg: 'FILE.npy', help: 'a new index folder starts with these embeddings' },
+    { name: 'port', type: 'int', arg: 'N', min: 0, max: 65535, help: 'default 8080 (0: any free port)' },
+    { name: 'host', type: 'string', arg: 'H', help: 'default 127.0.0.1 (0.0.0.0 exposes it to the network: use --token)' },
+    { name: 'token', type: 'string', arg: 'T', help: 'bearer token required on every request but /health (default: $BYOL_SERVE_TOKEN, else none)' },
+    { name: 'max-body-mb', type: 'number', arg: 'MB', min: 0, above: true, help: 'largest request body (default 16)' },
+    { name: 'max-pixels', type: 'int', arg: 'N', min: 1, help: 'largest image, width × height, refused before decoding (default 40000000)' },
+    { name: 'max-batch', type: 'int', arg: 'N', min: 1, help: 'images per forward pass (default 32)' },
+    { name: 'batch-window-ms', type: 'number', arg: 'MS', min: 0, help: 'how long a request waits for others to share its forward pass (default 4; 0: no batching)' },
+    { name: 'max-queue', type: 'int', arg: 'N', min: 1, help: 'images waiting for the encoder before requests get 503 (default 512)' },
+    networkFlag,
+    ...backendFlags,
+  ],
+  examples: ['byol embed runs/fashion fashion-mnist --out emb.npy && byol serve runs/fashion --index emb.npy', 'byol serve models/photos --index photo-index --seed photos.npy --port 9000 --token s3cret'],
+};
+
+/** Runs the service until `stopped` resolves (a signal); returns the exit code. */
+export async function runServe(argv: readonly string[], io: Io, stopped: Promise<string>): Promise<number> {
+  const { flags, positionals } = parseArgs(SERVE, argv);
+  const indexPath = flags.get('index') as string | undefined;
+  if (!indexPath) throw new ByolError('INVALID_OPTION', '`byol serve` needs --index FILE.npy (embeddings from byol embed) or --index DIR (an index folder)', 'index');
+  const seed = flags.get('seed') as string | undefined;
+  const readOnly = /\.npy$/i.test(indexPath);
+  if (readOnly && seed) throw new ByolError('INVALID_OPTION', '--seed starts an index folder; with --index FILE.npy the file itself is served', 'seed');
+  await selectBackend(flags, io);
+  const fm = await featureModelOf(positionals[0]!, networkOf(flags));
+  let store: IndexStore | null = null;
+  try {
+    const outDim = fm.model?.outputs[0]?.shape[1];
+    const dim = typeof outDim === 'number' ? outDim : await (async () => {
+      // A function encoder: its feature count from one image (the encoder is built already; nothing is created).
+      const f = fm.embed(tfZeros(fm.views));
+      const d = f.shape[1];
+      f.dispose();
+      return d;
+    })();
+    let index: VectorIndex;
+    if (readOnly) index = await loadEmbeddings(indexPath);
+    else {
+      store = await IndexStore.open(indexPath, { dim, ...(seed ? { seed: await loadEmbeddings(seed) } : {}), log: io.err });
+      index = store.index;
+    }
+    if (index.dim !== dim) throw new ByolError('INVALID_DATA', `${indexPath}: holds embeddings of ${index.dim} values; ${positionals[0]} gives ${dim}`, 'index');
+    const token = (flags.get('token') as string | undefined) ?? process.env['BYOL_SERVE_TOKEN'] ?? null;
+    const host = (flags.get('host') as string | undefined) ?? '127.0.0.1';
+    const app = await buildServer({
+      embed: fm.embed,
+      input: evalInputOf(fm.views),
+      index,
+      store,
+      token: token || null,
+      maxBodyBytes: Math.round(((flags.get('max-body-mb') as number | undefined) ?? 16) * 2 ** 20),
+      ...(flags.has('max-pixels') ? { maxPixels: flags.get('max-pixels') as number } : {}),
+      ...(flags.has('max-batch') ? { maxBatch: flags.get('max-batch') as number } : {}),
+      ...(flags.has('batch-window-ms') ? { batchWindowMs: flags.get('batch-window-ms') as number } : {}),
+      ...(flags.has('max-queue') ? { maxQueue: flags.get('max-queue') as number } : {}),
+    });
+    const address = await app.listen({ port: (flags.get('port') as number | undefined) ?? 8080, host });
+    io.out(`serving ${shownPath(fm.path)} on ${address}: ${index.size} items of ${dim} values${store ? ` in ${shownPath(indexPath)} (writable)` : ` from ${shownPath(indexPath)} (read-only)`}${token ? '; bearer token required' : ''}${host !== '127.0.0.1' && host !== 'localhost' && !token ? '; warning: reachable from the network without a token' : ''}`);
+    const why = await stopped;
+    io.out(`${why}: closing (requests in flight finish first)`);
+    await app.close();
+    return 0;
+  } finally {
+    await store?.close();
+    fm.dispose();
+  }
+}
+
+function tfZeros(views: ViewsConfig): tf.Tensor4D {
+  return tfCore.zeros([1, views.size, views.size, views.channels]) as tf.Tensor4D;
 }

@@ -4,7 +4,7 @@ import { ByolError } from '../errors.js';
 import { removePendingTemporariesSync } from '../io/atomic.js';
 import { isFsError, writeFailed } from '../io/fs.js';
 import { helpText, parseArgs, type Command } from './args.js';
-import { ABLATE, EMBED, EVAL, EXPORT, IMPORT, PLOT, PRETRAIN, runAblate, runEmbed, runEval, runExport, runImport, runPlot, runPretrain, type Io } from './commands.js';
+import { ABLATE, EMBED, EVAL, EXPORT, IMPORT, PLOT, PRETRAIN, SERVE, runAblate, runEmbed, runServe, runEval, runExport, runImport, runPlot, runPretrain, type Io } from './commands.js';
 import { DEFAULT_DEMO, runDemo } from './demo.js';
 import { doctorLines, runDoctor } from './doctor.js';
 
@@ -41,7 +41,7 @@ const DOCTOR: Command = {
   examples: ['byol doctor', 'byol doctor --json'],
 };
 
-const COMMANDS: readonly Command[] = [PRETRAIN, EVAL, EMBED, EXPORT, IMPORT, PLOT, ABLATE, DEMO, DOCTOR];
+const COMMANDS: readonly Command[] = [PRETRAIN, EVAL, EMBED, EXPORT, IMPORT, PLOT, ABLATE, SERVE, DEMO, DOCTOR];
 
 const HELP = `byol — Bootstrap Your Own Latent (Grill et al. 2020) on TensorFlow.js
 
@@ -121,6 +121,13 @@ async function main(argv: string[]): Promise<number> {
         process.exit(128 + os.constants.signals[signal]);
       });
     }
+  }
+  if (cmd.name === 'serve') {
+    // SIGINT / SIGTERM / SIGHUP: stop taking requests, let those in flight finish, compact the index, exit 0.
+    const stopped = new Promise<string>((resolve) => {
+      for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, () => resolve(signal));
+    });
+    return runServe(rest, io, stopped);
   }
   switch (cmd.name) {
     case 'eval':

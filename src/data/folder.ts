@@ -83,12 +83,33 @@ const FAIL_ON = 'warning' as const;
  * sharp, an optional dependency (a browser or bundler install leaves it out: `npm install byol --omit=optional`), loaded
  * when image folders are first read; its absence is one clear error.
  */
-async function loadSharp(): Promise<typeof sharpModule> {
+export async function loadSharp(): Promise<typeof sharpModule> {
   try {
     return (await import('sharp')).default;
   } catch (e) {
     throw new ByolError('UNSUPPORTED', `image folders are decoded with sharp, an optional dependency that is not installed here (${(e as Error).message.split('\n')[0]}); install it: npm install sharp`, 'sharp');
   }
+}
+
+/**
+ * Decodes an image (a path or its bytes) the way byol reads image folders: EXIF-rotated, alpha dropped, 8-bit sRGB
+ * (or grey), made square (`fit`) at size × size. Throws sharp's error for a file it cannot decode; `maxPixels`
+ * refuses larger inputs before decoding them (decompression bombs).
+ */
+export async function decodeSquare(
+  sharp: typeof sharpModule,
+  input: string | Buffer,
+  size: number,
+  channels: number,
+  fit: 'cover' | 'fill' | 'contain',
+  maxPixels?: number,
+): Promise<Uint8Array> {
+  const pipeline = sharp(input, { failOn: FAIL_ON, ...(maxPixels === undefined ? {} : { limitInputPixels: maxPixels }) }).rotate().removeAlpha().toColourspace(channels === 1 ? 'b-w' : 'srgb');
+  const { data, info } = await pipeline.resize(size, size, { fit, background: { r: 0, g: 0, b: 0 } }).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  if (info.channels !== channels || info.width !== size || info.height !== size) {
+    throw new Error(`decoded to ${info.width}×${info.height}×${info.channels}`);
+  }
+  return data;
 }
 
 function isImage(name: string): boolean {
@@ -219,12 +240,7 @@ export async function imageFolder(folder: string, options: FolderOptions = {}): 
   const decode = async (file: string): Promise<Uint8Array | null> => {
     const path = join(root, file);
     try {
-      const pipeline = sharp(path, { failOn: FAIL_ON }).rotate().removeAlpha().toColourspace(channels === 1 ? 'b-w' : 'srgb');
-      const { data, info } = await pipeline.resize(size, size, { fit, background: { r: 0, g: 0, b: 0 } }).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
-      if (info.channels !== channels || info.width !== size || info.height !== size) {
-        throw new Error(`decoded to ${info.width}×${info.height}×${info.channels}`);
-      }
-      return data;
+      return await decodeSquare(sharp, path, size, channels, fit);
     } catch (e) {
       const gone = !(await stat(path).then(() => true, () => false));
       problem(path, gone ? 'missing (the folder changed since it was listed?)' : `cannot decode (${(e as Error).message.split('\n')[0]})`);

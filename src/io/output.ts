@@ -12,10 +12,10 @@ import { ensureDir, isFsError, writeFailed } from './fs.js';
 
 export const OUTPUT_MARKER = '.byol-output.json';
 
-/** What a byol output folder holds: a pretraining run, an exported model, a run's plots, a dataset download, an ablation. */
-export type OutputKind = 'run' | 'export' | 'plots' | 'download' | 'ablation';
+/** What a byol output folder holds: a pretraining run, an exported model, a run's plots, a dataset download, an ablation, a search index. */
+export type OutputKind = 'run' | 'export' | 'plots' | 'download' | 'ablation' | 'index';
 
-const KIND_NAMES: Record<OutputKind, string> = { run: 'a byol run', export: 'a byol export', plots: "byol's plots", download: 'a byol dataset download', ablation: 'a byol ablation' };
+const KIND_NAMES: Record<OutputKind, string> = { run: 'a byol run', export: 'a byol export', plots: "byol's plots", download: 'a byol dataset download', ablation: 'a byol ablation', index: 'a byol search index' };
 
 interface Marker {
   readonly madeBy: 'byol';

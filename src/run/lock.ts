@@ -54,11 +54,11 @@ export async function runLockHolder(runDir: string): Promise<LockInfo | null> {
   return info && info !== 'unreadable' && lockHolderAlive(info) ? info : null;
 }
 
-export function inUseError(runDir: string, info: LockInfo): ByolError {
+export function inUseError(runDir: string, info: LockInfo, use = 'trained'): ByolError {
   const where = info.host === hostname() ? `process ${info.pid}` : `process ${info.pid} on ${info.host}`;
   return new ByolError(
     'RUN_IN_USE',
-    `${runDir}: is being trained by ${where} (since ${info.startedAt}); wait for it or stop it (Ctrl-C saves a checkpoint)` +
+    `${runDir}: is being ${use} by ${where} (since ${info.startedAt}); wait for it or stop it${use === 'trained' ? ' (Ctrl-C saves a checkpoint)' : ''}` +
       `${info.host === hostname() ? '' : `, or delete ${join(runDir, LOCK_FILE)} if that process is gone`}`,
     runDir,
   );
@@ -73,7 +73,7 @@ export class RunLock {
    * Takes the lock of `runDir`, or fails with RUN_IN_USE naming the live holder. A lock left by a process that is
    * gone (killed, crashed) is taken over. Between two processes racing for a stale lock, one wins.
    */
-  static async acquire(runDir: string, shown = runDir): Promise<RunLock> {
+  static async acquire(runDir: string, shown = runDir, use = 'trained'): Promise<RunLock> {
     const path = join(runDir, LOCK_FILE);
     const mine: LockInfo = { pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), processStart: processStart(process.pid) };
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -96,7 +96,7 @@ export class RunLock {
         await new Promise((r) => setTimeout(r, 50));
         if (attempt < 3) continue;
       } else if (lockHolderAlive(info)) {
-        throw inUseError(shown, info);
+        throw inUseError(shown, info, use);
       }
       // Stale: move it aside (only one of several racing processes can), then check it was the stale one.
       const aside = `${path}.stale-${process.pid}`;
@@ -110,7 +110,7 @@ export class RunLock {
       if (moved && moved !== 'unreadable' && lockHolderAlive(moved)) {
         // Another process took the lock between our read and our rename: give it back.
         await rename(aside, path).catch(() => undefined);
-        throw inUseError(shown, moved);
+        throw inUseError(shown, moved, use);
       }
       await rm(aside, { force: true });
     }
