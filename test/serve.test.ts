@@ -265,22 +265,9 @@ test('byol serve (CLI): a model folder and byol embed\'s file; /health and /sear
   const emb = join(root, 'cli-emb.npy');
   const made = await byol(['embed', model, `${dataset}@test`, '--limit', '40', '--out', emb, '--backend', 'cpu']);
   assert.equal(made.code, 0, made.err);
-  const child = spawn(process.execPath, [main, 'serve', model, '--index', emb, '--port', '0', '--backend', 'cpu'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
-  const address = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no address in 60 s: ${out} ${err}`)), 60_000);
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /serving .* on (http:\/\/127\.0\.0\.1:\d+): 40 items of 64 values from .*cli-emb\.npy \(read-only\)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-  });
+  const served = startServe([model, '--index', emb, '--port', '0', '--backend', 'cpu']);
+  const address = await served.address;
+  assert.match(served.io.out, /serving .* on http:\/\/127\.0\.0\.1:\d+: 40 items of 64 values from .*cli-emb\.npy \(read-only\)/);
   try {
     const health = (await (await fetch(`${address}/health`)).json()) as { items: number; dim: number };
     assert.deepEqual([health.items, health.dim], [40, 64]);
@@ -291,10 +278,10 @@ test('byol serve (CLI): a model folder and byol embed\'s file; /health and /sear
     assert.equal(hits.results.length, 5);
     assert.ok(hits.results[0]!.score >= hits.results[4]!.score);
   } finally {
-    child.kill('SIGTERM');
+    served.child.kill('SIGTERM');
   }
-  assert.equal(await exited, 0, err);
-  assert.match(out, /SIGTERM: closing/);
+  assert.equal(await served.exited, 0, served.io.err);
+  assert.match(served.io.out, /SIGTERM: closing/);
 });
 
 test('batched search (one matrix product for the queries that arrive together) gives the exact results', async () => {
@@ -320,4 +307,50 @@ test('batched search (one matrix product for the queries that arrive together) g
   assert.equal((await search.search(queries[0]!, 1))[0]!.id, 'new');
   search.dispose();
   assert.equal(tf.memory().numTensors, before, 'no tensor left behind');
+});
+
+/** Starts `byol serve ARGS` and resolves with its address (from its "serving … on URL" line), its output so far and its exit. */
+function startServe(args: string[]) {
+  const child = spawn(process.execPath, [main, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const io = { out: '', err: '' };
+  child.stderr.on('data', (d: Buffer) => (io.err += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  const address = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no address in 60 s: ${io.out} ${io.err}`)), 60_000);
+    child.stdout.on('data', (d: Buffer) => {
+      io.out += d.toString();
+      const m = /serving .* on (http:\/\/127\.0\.0\.1:\d+)/.exec(io.out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    void exited.then(() => reject(new Error(`exited: ${io.err}`)));
+  });
+  return { child, io, exited, address };
+}
+
+test('byol serve --index DIR --seed DATASET: embeds the dataset into a new index folder; changes persist across restarts', { skip: skipNoData }, async () => {
+  const model = await mlpEncoder(root);
+  const dir = join(root, 'cli-index');
+  const first = startServe([model, '--index', dir, '--seed', `${dataset}@test`, '--limit', '20', '--port', '0', '--backend', 'cpu']);
+  const a = await first.address;
+  assert.match(first.io.out, /seeded with 20 embeddings of/);
+  assert.deepEqual(await (await fetch(`${a}/health`)).json().then((h) => [(h as { items: number }).items, (h as { writable: boolean }).writable]), [20, true]);
+  const png = await sharp(Buffer.alloc(28 * 28, 90), { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer();
+  const added = await fetch(`${a}/items?id=grey-square&label=x`, { method: 'POST', body: png, headers: { 'content-type': 'image/png' } });
+  assert.equal(added.status, 200);
+  first.child.kill('SIGTERM');
+  assert.equal(await first.exited, 0, first.io.err);
+  // Seeding a folder that holds an index is refused; served again without a seed, the change is there.
+  const again = startServe([model, '--index', dir, '--seed', `${dataset}@test`, '--limit', '5', '--port', '0', '--backend', 'cpu']);
+  again.address.catch(() => undefined);
+  assert.equal(await again.exited, 2);
+  assert.match(again.io.err, /already holds an index/);
+  const third = startServe([model, '--index', dir, '--port', '0', '--backend', 'cpu']);
+  const c = await third.address;
+  const hits = (await (await fetch(`${c}/search?k=1`, { method: 'POST', body: png, headers: { 'content-type': 'image/png' } })).json()) as { results: { id: string; label: string }[] };
+  assert.deepEqual([hits.results[0]!.id, hits.results[0]!.label], ['grey-square', 'x']);
+  third.child.kill('SIGTERM');
+  assert.equal(await third.exited, 0);
 });

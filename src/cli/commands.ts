@@ -35,7 +35,7 @@ import { encodeSource, evalInputOf, measureFeatures } from '../run/features.js';
 import { writePlots } from '../run/plot.js';
 import { buildServer } from '../serve/server.js';
 import { IndexStore, loadEmbeddings } from '../serve/store.js';
-import type { VectorIndex } from '../serve/vector-index.js';
+import { VectorIndex } from '../serve/vector-index.js';
 import * as tfCore from '@tensorflow/tfjs-core';
 import { ablate, ABLATE_DEFAULTS, ABLATION_GRIDS, type AblationGrid, type AblationSpec } from '../run/ablate.js';
 import { lastBackendOf, pretrain, readRunRecord } from '../run/pretrain.js';
@@ -584,6 +584,17 @@ export const EMBED: Command = {
   examples: ['byol embed runs/cifar cifar10:data/cifar10@test --out cifar-test.npy', 'byol embed runs/photos folder:photos --out photos.jsonl'],
 };
 
+/** The encoder's features of a dataset (`--limit`, the image-folder flags), as `byol embed` and `byol serve --seed` read it. */
+async function embedDataset(fm: FeatureModel, spec: ReturnType<typeof parseDatasetSpec>, flags: Flags, io: Io) {
+  const folder = { ...folderOptionsOf(withFolderFlags(fm.config, flags), fm.views, !flags.has('size')), onSkip: (f: { path: string; reason: string }) => io.err(`byol: skipped ${f.path}: ${f.reason}`) };
+  const source = await openDataset(spec, { folder });
+  try {
+    return await encodeSource(source, (flags.get('limit') as number | undefined) ?? source.length, evalInputOf(fm.views), fm.embed);
+  } finally {
+    await source.close();
+  }
+}
+
 export async function runEmbed(argv: readonly string[], io: Io): Promise<number> {
   const { flags, positionals } = parseArgs(EMBED, argv);
   const out = flags.get('out') as string | undefined;
@@ -598,16 +609,9 @@ export async function runEmbed(argv: readonly string[], io: Io): Promise<number>
   const spec = parseDatasetSpec(positionals[1]!);
   await selectBackend(flags, io);
   const fm = await featureModelOf(positionals[0]!, networkOf(flags));
-  const views = fm.views;
   let set;
   try {
-    const folder = { ...folderOptionsOf(withFolderFlags(fm.config, flags), views, !flags.has('size')), onSkip: (f: { path: string; reason: string }) => io.err(`byol: skipped ${f.path}: ${f.reason}`) };
-    const source = await openDataset(spec, { folder });
-    try {
-      set = await encodeSource(source, (flags.get('limit') as number | undefined) ?? source.length, evalInputOf(views), fm.embed);
-    } finally {
-      await source.close();
-    }
+    set = await embedDataset(fm, spec, flags, io);
   } finally {
     fm.dispose();
   }
@@ -949,13 +953,16 @@ export const SERVE: Command = {
   notes: [
     'MODEL: a run, a checkpoint or a model folder (byol export / import). --index FILE.npy: the embeddings `byol embed`',
     'wrote (ids from FILE.jsonl beside it), served read-only; --index DIR: an index folder byol keeps (snapshot + journal,',
-    'every acknowledged change flushed to disk), created when new (--seed FILE.npy starts it from embeddings) and',
+    'every acknowledged change flushed to disk), created when new (--seed FILE.npy starts it from embeddings, --seed',
+    'folder:DIR from an image folder embedded at start) and',
     'changed through POST /items and DELETE /items/ID. Binds 127.0.0.1 unless --host says otherwise; with --token (or',
     'BYOL_SERVE_TOKEN) every request but /health needs "Authorization: Bearer TOKEN". GET /openapi.json describes the API.',
   ].join('\n'),
   flags: [
     { name: 'index', type: 'string', arg: 'FILE.npy|DIR', help: 'embeddings to search (read-only), or an index folder (writable)' },
-    { name: 'seed', type: 'string', arg: 'FILE.npy', help: 'a new index folder starts with these embeddings' },
+    { name: 'seed', type: 'string', arg: 'FILE.npy|DATASET', help: 'a new index folder starts with these embeddings, or with a dataset\'s (folder:DIR, fashion-mnist@test, …) embedded now' },
+    { name: 'limit', type: 'int', arg: 'N', min: 1, help: 'with --seed DATASET: its first N images' },
+    ...folderFlags,
     { name: 'port', type: 'int', arg: 'N', min: 0, max: 65535, help: 'default 8080 (0: any free port)' },
     { name: 'host', type: 'string', arg: 'H', help: 'default 127.0.0.1 (0.0.0.0 exposes it to the network: use --token)' },
     { name: 'token', type: 'string', arg: 'T', help: 'bearer token required on every request but /health (default: $BYOL_SERVE_TOKEN, else none)' },
@@ -993,7 +1000,16 @@ export async function runServe(argv: readonly string[], io: Io, stopped: Promise
     let index: VectorIndex;
     if (readOnly) index = await loadEmbeddings(indexPath);
     else {
-      store = await IndexStore.open(indexPath, { dim, ...(seed ? { seed: await loadEmbeddings(seed) } : {}), log: io.err });
+      let seedIndex: VectorIndex | undefined;
+      if (seed !== undefined && /\.npy$/i.test(seed)) seedIndex = await loadEmbeddings(seed);
+      else if (seed !== undefined) {
+        // A dataset (an image folder, fashion-mnist@test, …): embedded now, ids as byol embed writes them.
+        const set = await embedDataset(fm, parseDatasetSpec(seed), flags, io);
+        seedIndex = new VectorIndex(set.featureDim, set.ids.length);
+        set.ids.forEach((id, i) => seedIndex!.add({ id, label: set.labels ? set.labels[i]! : null }, set.features.subarray(i * set.featureDim, (i + 1) * set.featureDim)));
+        io.out(`seeded with ${set.ids.length} embeddings of ${seed}`);
+      }
+      store = await IndexStore.open(indexPath, { dim, ...(seedIndex ? { seed: seedIndex } : {}), log: io.err });
       index = store.index;
     }
     if (index.dim !== dim) throw new ByolError('INVALID_DATA', `${indexPath}: holds embeddings of ${index.dim} values; ${positionals[0]} gives ${dim}`, 'index');
