@@ -140,6 +140,10 @@ test('micro-batching: concurrent images share forward passes; a full queue refus
   release();
   assert.equal((await first).length + (await queued).length, 5);
   assert.equal(slow.passes, 3);
+  // Work that takes too long is answered with 503 TIMEOUT.
+  const { withTimeout } = await import('../src/serve/server.js');
+  await assert.rejects(withTimeout(new Promise(() => undefined), 20), (e: unknown) => e instanceof ServeError && e.status === 503 && e.code === 'TIMEOUT');
+  assert.equal(await withTimeout(Promise.resolve(7), 1000), 7);
 });
 
 /** A tiny deterministic encoder on 28×28 grey images, and PNGs to feed it. */

@@ -55,7 +55,7 @@ export interface ServeOptions {
   readonly batchWindowMs?: number;
   /** Images waiting for the encoder before new requests get 503. Default 512. */
   readonly maxQueue?: number;
-  /** A request's time limit, ms (503 when exceeded). Default 30 000. */
+  /** A request's time limit, ms: receiving it (fastify's requestTimeout) and waiting for the encoder or a search (503 TIMEOUT). Default 30 000. */
   readonly requestTimeoutMs?: number;
   /** Fastify's logger (default off). */
   readonly logger?: boolean;
@@ -70,6 +70,15 @@ export class ServeError extends Error {
   ) {
     super(message);
   }
+}
+
+/** `work`, or a 503 TIMEOUT when it takes longer than `ms` (the work itself is not cancelled: its result is dropped). */
+export function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ServeError(503, 'TIMEOUT', `the request took longer than ${ms} ms; retry later`)), ms);
+  });
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }
 
 interface Pending {
@@ -362,7 +371,7 @@ export async function buildServer(o: ServeOptions): Promise<FastifyInstance> {
     } finally {
       decoding -= images.length;
     }
-    return batcher.embed(decoded);
+    return withTimeout(batcher.embed(decoded), timeout);
   };
   const vectorOf = (v: unknown): Float32Array => {
     if (!Array.isArray(v) || v.length !== dim || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new ServeError(400, 'INVALID_BODY', `embedding must be ${dim} finite numbers`);
@@ -417,10 +426,10 @@ export async function buildServer(o: ServeOptions): Promise<FastifyInstance> {
       const id = idOf(json['id']);
       const v = o.index.vector(id);
       if (!v) throw new ServeError(404, 'UNKNOWN_ID', `no item ${JSON.stringify(id)} in the index`);
-      return { results: await searcher.search(v, k, id) };
+      return { results: await withTimeout(searcher.search(v, k, id), timeout) };
     }
     const query = json && 'embedding' in json ? vectorOf(json['embedding']) : (await embedAll(imagesOf(req, json)))[0]!;
-    return { results: await searcher.search(query, k) };
+    return { results: await withTimeout(searcher.search(query, k), timeout) };
   });
 
   app.post('/items', async (req) => {
