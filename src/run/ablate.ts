@@ -291,13 +291,12 @@ export function judgeClaims(rows: readonly Row[], classes: number, smallestBatch
       detail: `best: ${best.label} ${pm(best.knn)}; smallest: ${small.label} ${pm(small.knn)}${best === small ? '' : ` (${diffText(best, small)})`}${v === 'held' ? ' — below the best beyond the noise' : ' — level with the best within the noise'}`,
     });
   }
-  const crop = get('crop-only');
-  const noColor = get('no-color');
-  for (const r of [noColor, crop]) {
+  const what: Record<string, string> = { 'no-color': 'colour distortion', 'crop-flip': 'every view change but the crop and the flip', 'crop-only': 'every view change but the crop' };
+  for (const r of [get('no-color'), get('crop-flip'), get('crop-only')]) {
     if (!r || !byol) continue;
     const drop = byol.knn.mean - r.knn.mean;
     claims.push({
-      claim: `removing ${r.id === 'crop-only' ? 'every view change but the crop' : 'colour distortion'} costs BYOL points (paper Fig. 3b: fewer than contrastive SimCLR loses)`,
+      claim: `removing ${what[r.id]} costs BYOL points (paper Fig. 3b: fewer than contrastive SimCLR loses)`,
       verdict: compare(byol, r) === 'held' ? 'held' : 'not shown',
       detail: `${r.label} ${pm(r.knn)} vs all views ${pm(byol.knn)}: ${drop >= 0 ? `−${(100 * drop).toFixed(2)}` : `+${(100 * -drop).toFixed(2)}`} points (${diffText(byol, r)})`,
     });
