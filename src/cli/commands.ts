@@ -869,6 +869,12 @@ export async function runPlot(argv: readonly string[], io: Io): Promise<number> 
 /** The pretrain flags an ablation's base run takes (what every variant shares). */
 const ABLATE_BASE_FLAGS = ['preset', 'encoder', 'width', 'epochs', 'batch', 'optimizer', 'lr', 'wd', 'lars-eta', 'tau', 'projector-hidden', 'projector-out', 'predictor-hidden', 'warmup-epochs', 'limit', 'diagnose-every', 'checkpoint-every', 'size', 'fit', 'skip-bad'];
 
+/** The base run's defaults (ABLATE_DEFAULTS) by the pretrain flag that sets each. */
+const ABLATE_FLAG_DEFAULTS = new Map<string, number>([
+  ['epochs', ABLATE_DEFAULTS.epochs], ['batch', ABLATE_DEFAULTS.batchSize], ['lr', ABLATE_DEFAULTS.lr], ['lars-eta', ABLATE_DEFAULTS.larsEta], ['tau', ABLATE_DEFAULTS.tau],
+  ['projector-hidden', ABLATE_DEFAULTS.projectorHidden], ['projector-out', ABLATE_DEFAULTS.projectorOut], ['predictor-hidden', ABLATE_DEFAULTS.predictorHidden],
+]);
+
 export const ABLATE: Command = {
   name: 'ablate',
   summary: "run one of the paper's ablation grids over seeds and write a table, the claims that held, and curves",
@@ -893,7 +899,7 @@ export const ABLATE: Command = {
     { name: 'k', type: 'int', arg: 'K', min: 1, help: 'neighbours (default 200)' },
     { name: 'temperature', type: 'number', arg: 'T', min: 0, above: true, help: 'default 0.1' },
     ...PRETRAIN.flags.filter((f) => ABLATE_BASE_FLAGS.includes(f.name)).map((f) => {
-      const d = ({ epochs: ABLATE_DEFAULTS.epochs, batch: ABLATE_DEFAULTS.batchSize, lr: ABLATE_DEFAULTS.lr, 'lars-eta': ABLATE_DEFAULTS.larsEta, tau: ABLATE_DEFAULTS.tau, 'projector-hidden': ABLATE_DEFAULTS.projectorHidden, 'projector-out': ABLATE_DEFAULTS.projectorOut, 'predictor-hidden': ABLATE_DEFAULTS.predictorHidden } as Record<string, number>)[f.name];
+      const d = ABLATE_FLAG_DEFAULTS.get(f.name);
       return d === undefined ? f : { ...f, help: `${f.help.replace(/\s*\(default[^)]*\)/, '')} (ablate default ${d})` };
     }),
     overwriteFlag,
@@ -908,12 +914,8 @@ export async function runAblate(argv: readonly string[], io: Io, stopRequested: 
   if (!(ABLATION_GRIDS as readonly string[]).includes(grid)) throw new ByolError('INVALID_OPTION', `GRID must be one of ${ABLATION_GRIDS.join(', ')}; got "${grid}"`, 'grid');
   const out = flags.get('out') as string | undefined;
   if (!out) throw new ByolError('INVALID_OPTION', '`byol ablate` needs --out DIR (its output folder)', 'out');
-  const defaults: [string, number][] = [
-    ['epochs', ABLATE_DEFAULTS.epochs], ['batch', ABLATE_DEFAULTS.batchSize], ['lr', ABLATE_DEFAULTS.lr], ['lars-eta', ABLATE_DEFAULTS.larsEta], ['tau', ABLATE_DEFAULTS.tau],
-    ['projector-hidden', ABLATE_DEFAULTS.projectorHidden], ['projector-out', ABLATE_DEFAULTS.projectorOut], ['predictor-hidden', ABLATE_DEFAULTS.predictorHidden],
-  ];
   const baseFlags = new Map(flags);
-  for (const [k, v] of defaults) if (!baseFlags.has(k)) baseFlags.set(k, v);
+  for (const [k, v] of ABLATE_FLAG_DEFAULTS) if (!baseFlags.has(k)) baseFlags.set(k, v);
   const base = pretrainConfigFrom(positionals[1]!, baseFlags);
   const { backend, note } = await selectBackend(flags, io);
   if (note) io.out(note);

@@ -343,6 +343,22 @@ function specDifferences(a: AblationSpec, b: AblationSpec): string[] {
   return diff;
 }
 
+/**
+ * What a run's metrics say at its end: mean loss and projection spread over the last tenth of its steps (null without
+ * steps), and its pretraining seconds (a resumed run restarts its clock, so the segments are summed).
+ */
+export function runSummary(metrics: readonly MetricsRecord[]): { finalLoss: number | null; projectionSpread: number | null; trainSeconds: number } {
+  const steps = metrics.filter((x): x is Extract<MetricsRecord, { type: 'step' }> => x.type === 'step');
+  const tail = steps.slice(Math.floor(steps.length * 0.9));
+  const mean = (f: (x: (typeof tail)[number]) => number) => (tail.length ? tail.reduce((s, x) => s + f(x), 0) / tail.length : null);
+  let trainSeconds = 0;
+  steps.forEach((x, i) => {
+    const next = steps[i + 1];
+    if (!next || next.elapsed < x.elapsed) trainSeconds += x.elapsed;
+  });
+  return { finalLoss: mean((x) => x.loss), projectionSpread: mean((x) => x.collapse), trainSeconds };
+}
+
 /** Mean over seeds of a per-step series, by epoch, in at most `buckets` averaged points. */
 function meanCurve(series: readonly (readonly [number, number])[][], stepsPerEpoch: number, buckets = 120): [number, number][] {
   const sums = new Map<number, { s: number; n: number }>();
@@ -412,9 +428,8 @@ export async function ablate(args: AblateArgs, hooks: AblateHooks): Promise<Abla
   // Results written before projection spreads were recorded: fill them in from the runs' metrics.
   for (const [i, r] of results.entries()) {
     if (r.variant === RANDOM_ID || r.projectionSpread !== undefined) continue;
-    const steps = (await readMetrics(join(outDir, RUNS_DIR, r.id)).catch((): MetricsRecord[] => [])).filter((x): x is Extract<MetricsRecord, { type: 'step' }> => x.type === 'step');
-    const tail = steps.slice(Math.floor(steps.length * 0.9));
-    results[i] = { ...r, projectionSpread: tail.length ? tail.reduce((s, x) => s + x.collapse, 0) / tail.length : null };
+    const metrics = await readMetrics(join(outDir, RUNS_DIR, r.id)).catch((): MetricsRecord[] => []);
+    results[i] = { ...r, projectionSpread: runSummary(metrics).projectionSpread };
   }
   const saveResults = () => out.write(RESULTS_FILE, `${JSON.stringify({ runs: results }, null, 2)}\n`);
 
@@ -499,16 +514,7 @@ export async function ablate(args: AblateArgs, hooks: AblateHooks): Promise<Abla
         } finally {
           learner.dispose();
         }
-        const steps = (await readMetrics(runDir)).filter((x): x is Extract<MetricsRecord, { type: 'step' }> => x.type === 'step');
-        const tail = steps.slice(Math.floor(steps.length * 0.9));
-        // Pretraining time from the run's own records: a resumed run restarts its clock, so sum the segments.
-        let trainSeconds = 0;
-        steps.forEach((x, i) => {
-          const next = steps[i + 1];
-          if (!next || next.elapsed < x.elapsed) trainSeconds += x.elapsed;
-        });
-        const finalLoss = tail.length ? tail.reduce((s, x) => s + x.loss, 0) / tail.length : null;
-        const projectionSpread = tail.length ? tail.reduce((s, x) => s + x.collapse, 0) / tail.length : null;
+        const { finalLoss, projectionSpread, trainSeconds } = runSummary(await readMetrics(runDir));
         results.push({ id, variant: v.id, seed, ...m, finalLoss, projectionSpread, steps: meta.step, trainSeconds, evalSeconds: (Date.now() - t1) / 1000 });
         await saveResults();
         ran++;
