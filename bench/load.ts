@@ -11,9 +11,10 @@
  * (libgomp's own: spin up to 300 000 times, then sleep), `passive` (OMP_WAIT_POLICY=passive: sleep at once),
  * `active` (OMP_WAIT_POLICY=active: spin only).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { competitor } from './competitor.js';
 
 const arg = (name: string, fallback: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1]! : fallback);
 const steps = Number(arg('steps', '8'));
@@ -38,12 +39,6 @@ async function child(): Promise<void> {
   const secs = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   console.log(JSON.stringify({ imagesPerSecond: (steps * batch) / secs, cpuShare: (cpu.user + cpu.system) / 1e6 / secs / cpus().length }));
-}
-
-/** A competing process: two threads that never wait (a build, a browser tab, another training run). */
-function competitor() {
-  const code = `const { Worker } = require('node:worker_threads'); for (let i = 0; i < 2; i++) new Worker('let x = 0; for (;;) x = (x * 1.000001 + 1) % 1e9;', { eval: true }); setInterval(() => {}, 1e9);`;
-  return spawn(process.execPath, ['-e', code], { stdio: 'ignore' });
 }
 
 const POLICIES: Record<string, Record<string, string>> = {

@@ -18,6 +18,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { competitor } from './competitor.js';
 import { cpus } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -159,12 +160,6 @@ function torchStep(c: Case, bf16: boolean): TorchResult | string {
   const r = spawnSync('/usr/bin/python3', bf16 ? [...args, '--bf16'] : args, { encoding: 'utf8' });
   if (r.status !== 0) return (r.stderr || r.error?.message || 'failed').trim().split('\n').pop()!;
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as TorchResult;
-}
-
-/** A competing process: two threads that never wait (a build, a browser tab, another training run). */
-function competitor() {
-  const code = `const { Worker } = require('node:worker_threads'); for (let i = 0; i < 2; i++) new Worker('let x = 0; for (;;) x = (x * 1.000001 + 1) % 1e9;', { eval: true }); setInterval(() => {}, 1e9);`;
-  return spawn(process.execPath, ['-e', code], { stdio: 'ignore' });
 }
 
 const quick = process.argv.includes('--quick');

@@ -36,7 +36,6 @@ import { writePlots } from '../run/plot.js';
 import { buildServer } from '../serve/server.js';
 import { IndexStore, loadEmbeddings } from '../serve/store.js';
 import { VectorIndex } from '../serve/vector-index.js';
-import * as tfCore from '@tensorflow/tfjs-core';
 import { ablate, ABLATE_DEFAULTS, ABLATION_GRIDS, type AblationGrid, type AblationSpec } from '../run/ablate.js';
 import { lastBackendOf, pretrain, readRunRecord } from '../run/pretrain.js';
 import { registerNativeBackend } from '../native/backend.js';
@@ -379,6 +378,8 @@ interface FeatureModel {
   readonly config: PretrainConfig;
   readonly hasDataset: boolean;
   readonly label: string;
+  /** Features per image. */
+  readonly featureDim: number;
   readonly path: string;
   readonly seed: number;
   /** A freshly initialized encoder of the same architecture (the random baseline). */
@@ -393,7 +394,7 @@ interface FeatureModel {
 async function featureModelOf(source: string, network: Network = 'online'): Promise<FeatureModel> {
   if (isModelFolder(source)) {
     refuseNetworkForFolder(source, network);
-    const { model, info } = await encoderOf(source);
+    const { model, info, featureDim } = await encoderOf(source);
     // A plain tfjs model folder has no byol.json: its input shape, and no normalization beyond [0, 1].
     const input = (info['input'] ?? {}) as { size?: number; channels?: number; mean?: number[]; std?: number[] };
     const shape = model.inputs[0]!.shape;
@@ -409,6 +410,7 @@ async function featureModelOf(source: string, network: Network = 'online'): Prom
       config: resolvePretrainConfig({ dataset: 'folder:.', preset, imageSize: size }),
       hasDataset: false,
       label: 'model',
+      featureDim,
       path: source,
       seed: 0,
       random: async () => {
@@ -433,6 +435,7 @@ async function featureModelOf(source: string, network: Network = 'online'): Prom
     config: meta.config,
     hasDataset: true,
     label: `BYOL ${network === 'target' ? 'target ' : ''}(step ${meta.step})`,
+    featureDim: learner.featureDim,
     path,
     seed: meta.config.seed,
     random: async () => {
@@ -991,14 +994,7 @@ export async function runServe(argv: readonly string[], io: Io, stopped: Promise
   const fm = await featureModelOf(positionals[0]!, networkOf(flags));
   let store: IndexStore | null = null;
   try {
-    const outDim = fm.model?.outputs[0]?.shape[1];
-    const dim = typeof outDim === 'number' ? outDim : await (async () => {
-      // A function encoder: its feature count from one image (the encoder is built already; nothing is created).
-      const f = fm.embed(tfZeros(fm.views));
-      const d = f.shape[1];
-      f.dispose();
-      return d;
-    })();
+    const dim = fm.featureDim;
     let index: VectorIndex;
     if (readOnly) index = await loadEmbeddings(indexPath);
     else {
@@ -1039,8 +1035,4 @@ export async function runServe(argv: readonly string[], io: Io, stopped: Promise
     await store?.close();
     fm.dispose();
   }
-}
-
-function tfZeros(views: ViewsConfig): tf.Tensor4D {
-  return tfCore.zeros([1, views.size, views.size, views.channels]) as tf.Tensor4D;
 }

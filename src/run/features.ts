@@ -15,6 +15,16 @@ export function evalInputOf(views: ViewsConfig): EvalInput {
   return { size: views.size, channels: views.channels, mean: views.mean, std: views.std };
 }
 
+/**
+ * Image bytes [N, H, W, C] as the encoder takes them: to [0, 1], resized (bilinear) to the input size when it differs,
+ * normalized. Call inside tf.tidy.
+ */
+export function encoderInput(bytes: Uint8Array, shape: readonly [number, number, number, number], input: EvalInput): tf.Tensor4D {
+  let x = tf.div(tf.tensor4d(bytes, [...shape], 'int32'), 255) as tf.Tensor4D;
+  if (shape[1] !== input.size || shape[2] !== input.size) x = tf.image.resizeBilinear(x, [input.size, input.size]);
+  return tf.div(tf.sub(x, tf.tensor1d([...input.mean])), tf.tensor1d([...input.std]));
+}
+
 export interface EncodedSet {
   /** [count, featureDim], float32. */
   readonly features: Float32Array;
@@ -42,7 +52,7 @@ export async function encodeSource(
   chunk = 256,
   shouldStop: () => boolean = () => false,
 ): Promise<EncodedSet> {
-  const [h, w, c] = source.imageShape;
+  const c = source.imageShape[2];
   if (c !== input.channels) {
     throw new ByolError('INVALID_DATA', `${source.name}: images have ${c} channel(s), the encoder takes ${input.channels}`, source.name);
   }
@@ -59,10 +69,7 @@ export async function encodeSource(
     else hasLabels = false;
     ids.push(...batch.ids);
     const f = tf.tidy(() => {
-      let x = tf.div(tf.tensor4d(batch.images, [...batch.shape], 'int32'), 255) as tf.Tensor4D;
-      if (h !== input.size || w !== input.size) x = tf.image.resizeBilinear(x, [input.size, input.size]);
-      x = tf.div(tf.sub(x, tf.tensor1d([...input.mean])), tf.tensor1d([...input.std]));
-      return encode(x);
+      return encode(encoderInput(batch.images, batch.shape, input));
     });
     dim = f.shape[1];
     parts.push((await f.data()) as Float32Array);

@@ -22,9 +22,9 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import * as tf from '@tensorflow/tfjs-core';
 import { decodeSquare, loadSharp } from '../data/folder.js';
 import { ByolError } from '../errors.js';
-import type { EvalInput } from '../run/features.js';
+import { encoderInput, type EvalInput } from '../run/features.js';
 import type { IndexStore } from './store.js';
-import { checkId, topK, type Hit, type VectorIndex } from './vector-index.js';
+import { checkId, topK, unitVector, type Hit, type VectorIndex } from './vector-index.js';
 
 export { topK };
 
@@ -195,12 +195,7 @@ export class BatchedSearch {
       }
       const d = this.index.dim;
       const q = new Float32Array(batch.length * d);
-      batch.forEach((b, i) => {
-        let norm = 0;
-        for (let j = 0; j < d; j++) norm += b.q[j]! ** 2;
-        const inv = norm > 0 ? 1 / Math.sqrt(norm) : 0;
-        for (let j = 0; j < d; j++) q[i * d + j] = b.q[j]! * inv;
-      });
+      batch.forEach((b, i) => q.set(unitVector(b.q) ?? new Float32Array(d), i * d));
       const m = this.matrix();
       const scores = tf.tidy(() => tf.matMul(tf.tensor2d(q, [batch.length, d]), m, false, true));
       const all = (await scores.data()) as Float32Array;
@@ -310,10 +305,7 @@ export async function buildServer(o: ServeOptions): Promise<FastifyInstance> {
     const per = size * size * channels;
     const all = new Uint8Array(images.length * per);
     images.forEach((im, i) => all.set(im, i * per));
-    const f = tf.tidy(() => {
-      const x = tf.div(tf.tensor4d(all, [images.length, size, size, channels], 'int32'), 255);
-      return o.embed(tf.div(tf.sub(x, tf.tensor1d([...o.input.mean])), tf.tensor1d([...o.input.std])) as tf.Tensor4D);
-    });
+    const f = tf.tidy(() => o.embed(encoderInput(all, [images.length, size, size, channels], o.input)));
     try {
       const data = (await f.data()) as Float32Array;
       const d = f.shape[1];

@@ -16,10 +16,13 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ByolError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { decodeNpy } from '../io/npy.js';
 import { OutputDir } from '../io/output.js';
 import { shownPath } from '../io/paths.js';
 import { LOCK_FILE, RunLock } from '../run/lock.js';
 import { VectorIndex, type Item } from './vector-index.js';
+
+export { decodeNpy };
 
 const MAGIC = 'BYOLIDX1';
 export const SNAPSHOT = 'index.bin';
@@ -61,24 +64,6 @@ export function decodeSnapshot(bytes: Uint8Array, path: string): { index: Vector
   const index = new VectorIndex(h.dim, h.count);
   h.items.forEach(([id, label], i) => index.add({ id, label }, data.subarray(i * h.dim, (i + 1) * h.dim)));
   return { index, seq: h.seq };
-}
-
-/** A float32 .npy of shape [N, D] (what `byol embed` writes). */
-export function decodeNpy(bytes: Uint8Array, path: string): { data: Float32Array; rows: number; dim: number } {
-  const bad = (why: string) => new ByolError('INVALID_DATA', `${path}: ${why}`, path);
-  if (bytes.length < 10 || bytes[0] !== 0x93 || Buffer.from(bytes.subarray(1, 6)).toString('latin1') !== 'NUMPY') throw bad('not a .npy file');
-  const major = bytes[6]!;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const hlen = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
-  const start = (major === 1 ? 10 : 12) + hlen;
-  const header = Buffer.from(bytes.subarray(major === 1 ? 10 : 12, start)).toString('latin1');
-  if (!/'descr':\s*'<f4'/.test(header) || /'fortran_order':\s*True/.test(header)) throw bad(`holds ${/'descr':\s*'([^']*)'/.exec(header)?.[1] ?? 'unknown'} values; byol reads little-endian float32 in C order`);
-  const shape = /'shape':\s*\((\d+),\s*(\d+),?\s*\)/.exec(header);
-  if (!shape) throw bad('not a 2-D array [N, D] of embeddings');
-  const rows = Number(shape[1]);
-  const dim = Number(shape[2]);
-  if (bytes.length !== start + rows * dim * 4) throw bad(`${bytes.length - start} bytes of data for ${rows} × ${dim} float32`);
-  return { data: new Float32Array(bytes.slice(start).buffer, 0, rows * dim), rows, dim };
 }
 
 /** Embeddings from `byol embed FILE.npy` and the ids and labels in FILE.jsonl beside it. */

@@ -25,6 +25,15 @@ export function checkId(id: unknown): string {
   return id;
 }
 
+/** `v` scaled to length 1, or null when its length is 0 or not finite. */
+export function unitVector(v: ArrayLike<number>): Float32Array | null {
+  let norm = 0;
+  for (let j = 0; j < v.length; j++) norm += v[j]! * v[j]!;
+  if (!(norm > 0) || !Number.isFinite(norm)) return null;
+  const inv = 1 / Math.sqrt(norm);
+  return Float32Array.from({ length: v.length }, (_, j) => v[j]! * inv);
+}
+
 export class VectorIndex {
   private data: Float32Array;
   private readonly items: Item[] = [];
@@ -45,10 +54,8 @@ export class VectorIndex {
   add(item: Item, vector: ArrayLike<number>): void {
     checkId(item.id);
     if (vector.length !== this.dim) throw new ByolError('INVALID_INPUT', `embedding of ${item.id}: ${vector.length} values, the index holds ${this.dim}`, 'embedding');
-    let norm = 0;
-    for (let j = 0; j < this.dim; j++) norm += vector[j]! * vector[j]!;
-    if (!(norm > 0) || !Number.isFinite(norm)) throw new ByolError('INVALID_INPUT', `embedding of ${item.id}: zero or not finite`, 'embedding');
-    const inv = 1 / Math.sqrt(norm);
+    const unit = unitVector(vector);
+    if (!unit) throw new ByolError('INVALID_INPUT', `embedding of ${item.id}: zero or not finite`, 'embedding');
     let row = this.rows.get(item.id);
     if (row === undefined) {
       row = this.items.length;
@@ -61,7 +68,7 @@ export class VectorIndex {
       this.rows.set(item.id, row);
     } else this.items[row] = { id: item.id, label: item.label };
     const at = row * this.dim;
-    for (let j = 0; j < this.dim; j++) this.data[at + j] = vector[j]! * inv;
+    this.data.set(unit, at);
     this.version++;
   }
 
@@ -115,11 +122,7 @@ export class VectorIndex {
    */
   search(query: ArrayLike<number>, k: number, exclude?: string): Hit[] {
     if (query.length !== this.dim) throw new ByolError('INVALID_INPUT', `query of ${query.length} values, the index holds ${this.dim}`, 'query');
-    let norm = 0;
-    for (let j = 0; j < this.dim; j++) norm += query[j]! * query[j]!;
-    const q = new Float32Array(this.dim);
-    const inv = norm > 0 ? 1 / Math.sqrt(norm) : 0;
-    for (let j = 0; j < this.dim; j++) q[j] = query[j]! * inv;
+    const q = unitVector(query) ?? new Float32Array(this.dim);
     const skip = exclude === undefined ? -1 : (this.rows.get(exclude) ?? -1);
     const n = this.items.length;
     const scores = new Float32Array(n);
