@@ -13,6 +13,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { ByolError } from '../src/errors.js';
 import { processAlive, temporaryName, temporaryWriter, writeFileAtomic } from '../src/io/atomic.js';
 import { ensureDir } from '../src/io/fs.js';
+import { parseJsonLines } from '../src/io/jsonl.js';
 import { loadLayersModelDir, saveLayersModelDir } from '../src/io/model-dir.js';
 import { claimOutputFile, OUTPUT_MARKER, OutputDir } from '../src/io/output.js';
 import { listCheckpoints, removeStaleTemporaries } from '../src/run/checkpoints.js';
@@ -29,6 +30,31 @@ const fresh = () => {
   return d;
 };
 const refused = (code: string, pattern: RegExp) => (e: unknown) => e instanceof ByolError && e.code === code && pattern.test(e.message);
+
+test('parseJsonLines: blank lines skipped; a bad last line dropped and said; a bad line elsewhere an error naming it', () => {
+  const valid = (v: unknown): v is { n: number } => typeof v === 'object' && v !== null && typeof (v as { n?: unknown }).n === 'number';
+  const cases: { text: string; want: number[] | number; torn?: number }[] = [
+    { text: '', want: [] },
+    { text: '{"n":1}\n\n{"n":2}\n', want: [1, 2] },
+    { text: '{"n":1}\n{"n":2}', want: [1, 2] },
+    { text: '{"n":1}\n{"n":', want: [1], torn: 5 }, // an append cut short
+    { text: '{"n":1}\n{"n":2}\n{"x":3}\n\n', want: [1, 2], torn: 7 }, // JSON, but not a record, at the end
+    { text: '{"n":1}\n{"n"\n{"n":3}\n', want: 2 }, // damage in the middle
+    { text: '[1]\n{"n":2}\n', want: 1 },
+  ];
+  for (const c of cases) {
+    const torn: number[] = [];
+    const run = () => parseJsonLines(c.text, { valid, damaged: (line) => new ByolError('INVALID_DATA', `line ${line}`, 'f'), torn: (n) => torn.push(n) });
+    if (typeof c.want === 'number') {
+      assert.throws(run, (e: unknown) => e instanceof ByolError && e.code === 'INVALID_DATA' && e.message === `line ${c.want}`, JSON.stringify(c.text));
+      continue;
+    }
+    const got = run();
+    assert.deepEqual(got.map((r) => r.value.n), c.want, JSON.stringify(c.text));
+    assert.deepEqual(torn, c.torn === undefined ? [] : [c.torn], JSON.stringify(c.text));
+    got.forEach((r) => assert.equal(c.text.split('\n')[r.line - 1], r.text));
+  }
+});
 
 test('OutputDir: a new or empty folder is claimed and marked; an earlier output of its kind is reused', async () => {
   const d = fresh();

@@ -67,7 +67,7 @@ test('readMetrics reads a live run: a last line still being written is left out;
     writeFileSync(join(dir, 'metrics.jsonl'), `${line(1)}\n${line(2)}\n{"type":"st`);
     assert.deepEqual((await readMetrics(dir)).map((r) => r.step), [1, 2]);
     writeFileSync(join(dir, 'metrics.jsonl'), `${line(1)}\n{oops\n${line(3)}\n`);
-    await assert.rejects(readMetrics(dir), /line 2 is not JSON/);
+    await assert.rejects(readMetrics(dir), /line 2 is not a metrics record/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

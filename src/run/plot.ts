@@ -2,7 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ByolError } from '../errors.js';
 import { OutputDir } from '../io/output.js';
-import type { MetricsRecord } from './pretrain.js';
+import { parseJsonLines } from '../io/jsonl.js';
+import { isMetricsRecord, type MetricsRecord } from './pretrain.js';
 
 export interface Series {
   readonly title: string;
@@ -26,18 +27,10 @@ export async function readMetrics(runDir: string): Promise<MetricsRecord[]> {
   } catch (e) {
     throw new ByolError('INVALID_OPTION', `${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? 'error'}); is ${runDir} a run folder written by byol pretrain?`, path);
   }
-  const lines = text.split('\n');
-  const out: MetricsRecord[] = [];
-  lines.forEach((l, i) => {
-    if (l.trim() === '') return;
-    try {
-      out.push(JSON.parse(l) as MetricsRecord);
-    } catch {
-      if (lines.slice(i + 1).every((rest) => rest.trim() === '')) return;
-      throw new ByolError('INVALID_DATA', `${path}: line ${i + 1} is not JSON`, path);
-    }
-  });
-  return out;
+  return parseJsonLines(text, {
+    valid: isMetricsRecord,
+    damaged: (line) => new ByolError('INVALID_DATA', `${path}: line ${line} is not a metrics record`, path),
+  }).map((r) => r.value);
 }
 
 /** Round tick spacing (1, 2 or 5 × 10^k) giving about `target` intervals over [lo, hi]. */

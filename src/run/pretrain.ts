@@ -20,6 +20,7 @@ import { effectiveRank, normalizedStd } from '../eval/rank.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { saveCheckpoint } from '../io/checkpoint.js';
 import { isFsError, writeFailed } from '../io/fs.js';
+import { parseJsonLines } from '../io/jsonl.js';
 import { OutputDir, outputKindOf } from '../io/output.js';
 import { saveLayersModelDir } from '../io/model-dir.js';
 import { shownPath } from '../io/paths.js';
@@ -36,6 +37,11 @@ export type MetricsRecord =
   | { type: 'step'; step: number; epoch: number; loss: number; tau: number; lr: number; collapse: number; imagesPerSecond: number; elapsed: number }
   | { type: 'knn'; step: number; epoch: number; top1: number; bank: number; test: number }
   | { type: 'diagnostics'; step: number; epoch: number; featureStd: number; featureRank: number; featureDim: number; batch: number };
+
+/** Whether a parsed line of `metrics.jsonl` is a record (every kind carries its step). */
+export function isMetricsRecord(v: unknown): v is MetricsRecord {
+  return typeof v === 'object' && v !== null && typeof (v as { step?: unknown }).step === 'number';
+}
 
 /** Collapse diagnostics of one batch's encoder features (inference mode). */
 export interface Diagnostics {
@@ -214,30 +220,12 @@ async function metricsToKeep(path: string, step: number, log: (line: string) => 
   } catch {
     return { lines: [], records: [] };
   }
-  const lines = text.split('\n');
-  const lines2: string[] = [];
-  const records: MetricsRecord[] = [];
-  const last = lines.length - 1 - [...lines].reverse().findIndex((l) => l.trim() !== '');
-  for (let i = 0; i < lines.length; i++) {
-    const l = lines[i]!;
-    if (l.trim() === '') continue;
-    let r: MetricsRecord;
-    try {
-      r = JSON.parse(l) as MetricsRecord;
-      if (typeof r !== 'object' || r === null || typeof r.step !== 'number') throw new Error('not a record');
-    } catch {
-      if (i === last) {
-        log(`${shownPath(path)}: dropped its last line, cut short (${l.length} bytes; a write was interrupted)`);
-        continue;
-      }
-      throw new ByolError('INVALID_DATA', `${shownPath(path)}: line ${i + 1} is not a metrics record; fix or delete that line, then resume again`, path);
-    }
-    if (r.step <= step) {
-      lines2.push(l);
-      records.push(r);
-    }
-  }
-  return { lines: lines2, records };
+  const kept = parseJsonLines(text, {
+    valid: isMetricsRecord,
+    damaged: (line) => new ByolError('INVALID_DATA', `${shownPath(path)}: line ${line} is not a metrics record; fix or delete that line, then resume again`, path),
+    torn: (length) => log(`${shownPath(path)}: dropped its last line, cut short (${length} bytes; a write was interrupted)`),
+  }).filter((r) => r.value.step <= step);
+  return { lines: kept.map((r) => r.text), records: kept.map((r) => r.value) };
 }
 
 const short = (x: number) => String(Number(x.toPrecision(2)));

@@ -16,6 +16,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ByolError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { parseJsonLines } from '../io/jsonl.js';
 import { decodeNpy } from '../io/npy.js';
 import { OutputDir } from '../io/output.js';
 import { shownPath } from '../io/paths.js';
@@ -93,6 +94,11 @@ export async function loadEmbeddings(npyPath: string): Promise<VectorIndex> {
 
 type JournalLine = { seq: number; op: 'add'; id: string; label: string | number | null; v: string } | { seq: number; op: 'remove'; id: string };
 
+function isJournalLine(v: unknown): v is JournalLine {
+  const r = v as Partial<{ seq: unknown; op: unknown }> | null;
+  return typeof r === 'object' && r !== null && typeof r.seq === 'number' && (r.op === 'add' || r.op === 'remove');
+}
+
 /** A writable index folder. */
 export class IndexStore {
   private journal: import('node:fs/promises').FileHandle | null = null;
@@ -150,22 +156,13 @@ export class IndexStore {
       } catch {
         text = '';
       }
-      const lines = text.split('\n');
       let kept = 0;
-      for (let i = 0; i < lines.length; i++) {
-        const l = lines[i]!;
-        if (l.trim() === '') continue;
-        let r: JournalLine;
-        try {
-          r = JSON.parse(l) as JournalLine;
-          if (typeof r.seq !== 'number' || (r.op !== 'add' && r.op !== 'remove')) throw new Error('not a change');
-        } catch {
-          if (lines.slice(i + 1).every((x) => x.trim() === '')) {
-            options.log?.(`${shownPath(join(dir, JOURNAL))}: dropped its last line, cut short by a crash (that change was never acknowledged)`);
-            continue;
-          }
-          throw new ByolError('INVALID_DATA', `${shownPath(join(dir, JOURNAL))}: line ${i + 1} is damaged`, join(dir, JOURNAL));
-        }
+      const changes = parseJsonLines(text, {
+        valid: isJournalLine,
+        damaged: (line) => new ByolError('INVALID_DATA', `${shownPath(join(dir, JOURNAL))}: line ${line} is damaged`, join(dir, JOURNAL)),
+        torn: () => options.log?.(`${shownPath(join(dir, JOURNAL))}: dropped its last line, cut short by a crash (that change was never acknowledged)`),
+      });
+      for (const { value: r } of changes) {
         if (r.seq <= seq) continue;
         if (r.op === 'add') {
           const b = Buffer.from(r.v, 'base64');
