@@ -40,7 +40,7 @@ export {
   type EncoderOption,
 } from './nets/encoder.js';
 export { DEFAULT_BATCH_NORM, type BatchNormConfig } from './nets/init.js';
-export { batchNorm, fusedBatchNormClass, FUSED_BN_TRAIN_KERNEL, FUSED_BN_GRAD_KERNEL } from './nets/batchnorm.js';
+export { batchNorm, fusedBatchNormClass, fuseBatchNormRelu, FUSED_BN_TRAIN_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_GRAD_KERNEL } from './nets/batchnorm.js';
 export { ByolError, type ByolErrorCode } from './errors.js';
 export { silenceCpuBanner, installWasmFastPaths } from './backend.js';
 export { installWasmConvBackpropFilter, installWasmConvBackpropInput, installWasmFastTile } from './wasm-kernels.js';
@@ -91,6 +91,7 @@ export {
   larsUpdateReference,
   emaReference,
   batchNormTrainReference,
+  batchNormReluTrainReference,
   batchNormGradReference,
   type FusedKernelName,
   type LarsAttrs,

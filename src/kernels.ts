@@ -24,13 +24,20 @@ export const FUSED_EMA_ALL_KERNEL = 'ByolEmaUpdateAll';
  */
 export const FUSED_BN_TRAIN_KERNEL = 'ByolBatchNormTrain';
 /**
- * Its gradient: inputs `x`, `dy`, `mean`, `variance`, `scale`; attr `varianceEpsilon`; outputs [dx, dscale, doffset],
- * the derivative through the batch statistics. See {@link batchNormGradReference}.
+ * Batch norm's training pass followed by ReLU, in the passes of batch norm alone: as {@link FUSED_BN_TRAIN_KERNEL}, but
+ * its first output is max(0, y). See {@link batchNormReluTrainReference}.
+ */
+export const FUSED_BN_RELU_TRAIN_KERNEL = 'ByolBatchNormReluTrain';
+/**
+ * The gradient of either training pass: inputs `x`, `dy`, `mean`, `variance`, `scale`, and for the ReLU form `y` (its
+ * rectified output); attr `varianceEpsilon`; outputs [dx, dscale, doffset], the derivative through the batch
+ * statistics — with `y`, of dy zeroed where y ≤ 0 (ReLU's gradient, as tfjs: none at 0). See
+ * {@link batchNormGradReference}.
  */
 export const FUSED_BN_GRAD_KERNEL = 'ByolBatchNormGrad';
 
 /** Every fused kernel name of the contract. */
-export const FUSED_KERNELS = [FUSED_LARS_KERNEL, FUSED_EMA_KERNEL, FUSED_EMA_ALL_KERNEL, FUSED_BN_TRAIN_KERNEL, FUSED_BN_GRAD_KERNEL] as const;
+export const FUSED_KERNELS = [FUSED_LARS_KERNEL, FUSED_EMA_KERNEL, FUSED_EMA_ALL_KERNEL, FUSED_BN_TRAIN_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_GRAD_KERNEL] as const;
 export type FusedKernelName = (typeof FUSED_KERNELS)[number];
 
 export interface LarsAttrs {
@@ -76,13 +83,23 @@ export function batchNormTrainReference(x: tf.Tensor, scale: tf.Tensor, offset: 
   });
 }
 
+/** {@link batchNormTrainReference} followed by ReLU: returns [max(0, y), mean, biased variance]. */
+export function batchNormReluTrainReference(x: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor, varianceEpsilon: number): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  return tf.tidy(() => {
+    const [y, mean, variance] = batchNormTrainReference(x, scale, offset, varianceEpsilon);
+    return [tf.relu(y), mean, variance];
+  });
+}
+
 /**
  * The gradient of {@link batchNormTrainReference}'s y through the batch statistics, in closed form: with
  * x̂ = (x − mean)/√(var + ε) and m values per channel, dx = scale/√(var + ε)·(dy − mean(dy) − x̂·mean(dy·x̂)),
- * dscale = Σ dy·x̂, doffset = Σ dy. Returns [dx, dscale, doffset].
+ * dscale = Σ dy·x̂, doffset = Σ dy. With `y` (the output of {@link batchNormReluTrainReference}), of dy·step(y)
+ * instead. Returns [dx, dscale, doffset].
  */
-export function batchNormGradReference(x: tf.Tensor, dy: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor, scale: tf.Tensor, varianceEpsilon: number): [tf.Tensor, tf.Tensor, tf.Tensor] {
+export function batchNormGradReference(x: tf.Tensor, dyIn: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor, scale: tf.Tensor, varianceEpsilon: number, y?: tf.Tensor): [tf.Tensor, tf.Tensor, tf.Tensor] {
   return tf.tidy(() => {
+    const dy = y ? tf.mul(dyIn, tf.step(y)) : dyIn;
     const axes = [...Array(x.rank - 1).keys()];
     const inv = tf.rsqrt(tf.add(variance, varianceEpsilon));
     const xHat = tf.mul(tf.sub(x, mean), inv);

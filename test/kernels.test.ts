@@ -11,12 +11,14 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import {
   FUSED_BN_GRAD_KERNEL,
+  FUSED_BN_RELU_TRAIN_KERNEL,
   FUSED_BN_TRAIN_KERNEL,
   FUSED_EMA_ALL_KERNEL,
   FUSED_EMA_KERNEL,
   FUSED_KERNELS,
   FUSED_LARS_KERNEL,
   batchNormGradReference,
+  batchNormReluTrainReference,
   batchNormTrainReference,
   emaReference,
   larsUpdateReference,
@@ -82,7 +84,16 @@ test('EMA and batch-norm references: closed forms, and the batch-norm gradient e
   close(dx.dataSync(), gx!.dataSync(), 1e-4, 'dx');
   close(dScale.dataSync(), gScale!.dataSync(), 1e-4, 'dscale');
   close(dOffset.dataSync(), gOffset!.dataSync(), 1e-5, 'doffset');
-  tf.dispose([xr, dy, scale, offset, gx!, gScale!, gOffset!, m, v, dx, dScale, dOffset]);
+  // With ReLU: the gradient given y equals autodiff through relu(batch norm).
+  const reluGrads = tf.grads((xx: tf.Tensor, sc: tf.Tensor, of: tf.Tensor) => tf.sum(tf.mul(batchNormReluTrainReference(xx, sc, of, 1e-5)[0], dy)));
+  const [rx, rScale, rOffset] = reluGrads([xr, scale, offset]);
+  const [yr] = batchNormReluTrainReference(xr, scale, offset, 1e-5);
+  assert.ok(tf.min(yr).arraySync() === 0 && (tf.sum(tf.greater(yr, 0)).arraySync() as number) > 100, 'relu: some values rectified, many kept');
+  const [dxr, dScaleR, dOffsetR] = batchNormGradReference(xr, dy, m, v, scale, 1e-5, yr);
+  close(dxr.dataSync(), rx!.dataSync(), 1e-4, 'relu dx');
+  close(dScaleR.dataSync(), rScale!.dataSync(), 1e-4, 'relu dscale');
+  close(dOffsetR.dataSync(), rOffset!.dataSync(), 1e-5, 'relu doffset');
+  tf.dispose([xr, dy, scale, offset, gx!, gScale!, gOffset!, m, v, dx, dScale, dOffset, rx!, rScale!, rOffset!, yr, dxr, dScaleR, dOffsetR]);
 });
 
 const addon = loadNativeAddon();
@@ -114,6 +125,13 @@ test('the native backend registers every kernel of the contract and each matches
       backend === 'native'
         ? (tf.engine().runKernel(FUSED_BN_GRAD_KERNEL, { x, dy, mean: m!, variance: v!, scale }, { varianceEpsilon: 1e-5 }) as tf.Tensor[])
         : batchNormGradReference(x, dy, m!, v!, scale, 1e-5),
+    );
+    const [yr, mr, vr] = backend === 'native' ? (tf.engine().runKernel(FUSED_BN_RELU_TRAIN_KERNEL, { x, scale, offset }, { varianceEpsilon: 1e-5 }) as tf.Tensor[]) : batchNormReluTrainReference(x, scale, offset, 1e-5);
+    out[FUSED_BN_RELU_TRAIN_KERNEL] = read([yr!, mr!, vr!]);
+    out[`${FUSED_BN_GRAD_KERNEL} with y`] = read(
+      backend === 'native'
+        ? (tf.engine().runKernel(FUSED_BN_GRAD_KERNEL, { x, dy, mean: mr!, variance: vr!, scale, y: yr! }, { varianceEpsilon: 1e-5 }) as tf.Tensor[])
+        : batchNormGradReference(x, dy, mr!, vr!, scale, 1e-5, yr!),
     );
     out[FUSED_EMA_KERNEL] = read([backend === 'native' ? (tf.engine().runKernel(FUSED_EMA_KERNEL, { target: t0, online: o0 }, { tau: 0.996 }) as tf.Tensor) : emaReference(t0, o0, 0.996)]);
     out[FUSED_EMA_ALL_KERNEL] = read(

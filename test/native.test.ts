@@ -3,7 +3,11 @@ import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { Byol, loadNativeAddon, nativeLoadError, setNativePrecision, useBackend } from '../src/node.js';
-import { batchNorm } from '../src/nets/batchnorm.js';
+import { batchNorm, fuseBatchNormRelu, fusedBatchNormClass } from '../src/nets/batchnorm.js';
+import { cloneArchitecture } from '../src/nets/encoder.js';
+import { convNet } from '../src/nets/convnet.js';
+import { mlpHead } from '../src/nets/mlp.js';
+import { resnet } from '../src/nets/resnet.js';
 
 const addon = loadNativeAddon();
 const skip = addon ? false : `native addon not built (${nativeLoadError()})`;
@@ -29,7 +33,7 @@ async function both(f: () => tf.Tensor[]): Promise<[number[][], number[][]]> {
 /** max |a − b| / max(1, max |b|) ≤ tol. */
 function relClose(got: number[], ref: number[], tol: number, what: string): void {
   assert.equal(got.length, ref.length, what);
-  const scale = Math.max(1, ...ref.map(Math.abs));
+  const scale = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 1);
   const err = got.reduce((m, v, i) => Math.max(m, Math.abs(v - ref[i]!)), 0) / scale;
   assert.ok(err <= tol, `${what}: relative error ${err.toExponential(2)}`);
 }
@@ -116,6 +120,84 @@ test('fused batch norm (training pass, gradients, moving statistics) on native m
   const layer = batchNorm({ momentum: 0.9, epsilon: 1e-5 });
   assert.equal(layer.getClassName(), 'BatchNormalization');
   assert.equal(layer.getConfig()['momentum'], 0.9);
+});
+
+test('batch norm + ReLU in one kernel: the builders mark exactly the batch norms only a ReLU reads; outputs and gradients equal the unfused model and the cpu backend; nothing leaks', { skip }, async () => {
+  await useBackend('cpu');
+  const marked = (m: tfl.LayersModel) => m.layers.filter((l) => (l as unknown as { reluFollows?: boolean }).reluFollows === true).map((l) => l.name);
+  // ConvNet: all three; ResNet-18: the stem and each block's first (the second feeds the residual sum, the shortcut's
+  // feeds it too); the MLP head: its one batch norm.
+  const conv = convNet({ inputShape: [8, 8, 3], channels: [4, 6, 8], seed: 1 });
+  const res = resnet({ depth: 18, stem: 'cifar', inputShape: [8, 8, 3], seed: 2 });
+  const head = mlpHead({ inputDim: 8, hiddenDim: 16, outputDim: 4, seed: 3 });
+  assert.equal(marked(conv).length, 3);
+  assert.deepEqual(marked(res).sort(), ['bn1', ...[1, 2, 3, 4].flatMap((g) => [`layer${g}.0.bn1`, `layer${g}.1.bn1`])].sort());
+  assert.equal(marked(head).length, 1);
+  // A copy rebuilt from the config (a target network, a resumed run) is marked again.
+  const copy = cloneArchitecture(res);
+  assert.deepEqual(marked(copy).sort(), marked(res).sort());
+  copy.dispose();
+  // A batch norm read by a ReLU and by anything else is not fused.
+  const input = tfl.input({ shape: [4] });
+  const bn = batchNorm({ momentum: 0.9, epsilon: 1e-5 }).apply(input) as tfl.SymbolicTensor;
+  const both = tfl.model({ inputs: input, outputs: [tfl.layers.reLU().apply(bn) as tfl.SymbolicTensor, tfl.layers.dense({ units: 2 }).apply(bn) as tfl.SymbolicTensor] });
+  assert.equal(fuseBatchNormRelu(both), 0);
+  both.dispose();
+  // Nor one whose output is also the model's.
+  const input2 = tfl.input({ shape: [4] });
+  const bn2 = batchNorm({ momentum: 0.9, epsilon: 1e-5 }).apply(input2) as tfl.SymbolicTensor;
+  const exposed = tfl.model({ inputs: input2, outputs: [bn2, tfl.layers.reLU().apply(bn2) as tfl.SymbolicTensor] });
+  assert.equal(fuseBatchNormRelu(exposed), 0);
+  exposed.dispose();
+
+  const run = (model: tfl.LayersModel, fused: boolean, x: tf.Tensor, w: tf.Tensor) => {
+    const Cls = fusedBatchNormClass();
+    const wanted = new Set(marked(model));
+    for (const l of model.layers) if (l instanceof Cls) (l as unknown as { reluFollows: boolean }).reluFollows = fused && wanted.has(l.name);
+    const start = tf.memory().numTensors;
+    const xv = tf.variable(x);
+    const f = () => tf.sum(tf.mul(model.apply(xv, { training: true }) as tf.Tensor, w)) as tf.Scalar;
+    const vars = [xv, ...model.trainableWeights.map((v) => v.read() as tf.Variable)];
+    const { value, grads } = tf.variableGrads(f, vars);
+    const out = [value, ...vars.map((v) => grads[v.name]!)].map((t) => Array.from(t.dataSync()));
+    tf.dispose([value, xv, ...Object.values(grads)]);
+    assert.equal(tf.memory().numTensors, start, `${model.name} fused=${fused}: tensors left behind`);
+    for (const l of model.layers) if (l instanceof Cls) (l as unknown as { reluFollows: boolean }).reluFollows = wanted.has(l.name);
+    return out;
+  };
+  for (const model of [conv, res]) {
+    const results: number[][][] = [];
+    // The cpu backend only for the ConvNet: a ResNet-18 gradient there takes seconds.
+    for (const backend of model === conv ? (['cpu', 'native', 'native'] as const) : (['native', 'native'] as const)) {
+      await useBackend(backend);
+      const x = rand([4, 8, 8, 3], 7);
+      const w = rand(model.outputs[0]!.shape.map((d) => d ?? 4), 8);
+      const before = new Map(model.getWeights().map((t, i) => [i, Array.from(t.dataSync())]));
+      const fused = results.length === (model === conv ? 2 : 1);
+      if (fused) {
+        // The fused kernel runs, once per marked layer and call.
+        const profile = await tf.profile(() => tf.tidy(() => model.apply(x, { training: true }) as tf.Tensor));
+        assert.equal(profile.kernels.filter((k) => k.name === 'ByolBatchNormReluTrain').length, marked(model).length, `${model.name}: fused kernel per marked layer`);
+      }
+      results.push(run(model, fused || backend === 'cpu', x, w));
+      // Moving statistics were updated by the calls; put them back so that every run starts alike.
+      model.getWeights().forEach((t, i) => {
+        const v = model.weights[i]!;
+        if (v.trainable) return;
+        const saved = tf.tensor(before.get(i)!, t.shape);
+        v.write(saved);
+        saved.dispose();
+      });
+      tf.dispose([x, w]);
+    }
+    const [fused, plain, cpu] = results.reverse() as [number[][], number[][], number[][] | undefined];
+    ['loss', 'dx', ...model.trainableWeights.map((v) => v.name)].forEach((name, j) => {
+      relClose(fused[j]!, plain[j]!, 1e-5, `${model.name} fused vs unfused ${name}`);
+      if (cpu) relClose(fused[j]!, cpu[j]!, 1e-3, `${model.name} fused vs cpu ${name}`);
+    });
+  }
+  await useBackend('cpu');
+  [conv, res, head].forEach((m) => m.dispose());
 });
 
 test('a whole BYOL step on native matches the cpu backend to 1e-3', { skip }, async () => {

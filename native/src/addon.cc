@@ -669,8 +669,17 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// y[r, j] = x[r, j] · a[j] + b[j] over rows of c values.
-void AffineRows(const float* x, const float* a, const float* b, float* y, int64_t rows, int64_t c) {
+// y[r, j] = x[r, j] · a[j] + b[j] over rows of c values; with `relu`, max(0, …) in the same pass.
+void AffineRows(const float* x, const float* a, const float* b, float* y, int64_t rows, int64_t c, bool relu = false) {
+  if (relu) {
+#pragma omp parallel for schedule(static) if (rows * c > 32768)
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t j = 0; j < c; j++) {
+        float v = x[r * c + j] * a[j] + b[j];
+        y[r * c + j] = v < 0.0f ? 0.0f : v;  // as tfjs's ReLU: NaN stays NaN
+      }
+    return;
+  }
 #pragma omp parallel for schedule(static) if (rows * c > 32768)
   for (int64_t r = 0; r < rows; r++)
     for (int64_t j = 0; j < c; j++) y[r * c + j] = x[r * c + j] * a[j] + b[j];
@@ -692,8 +701,10 @@ Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
 }
 
 // Per-channel sums over the rows of x [rows, c], in double, each thread over its own block of rows: without `w`,
-// Σx and Σx² (one pass for mean and variance); with `w` (the output gradient), Σw and Σw·(x − center[j]).
-void ChannelSums(const float* x, const float* w, const float* center, int64_t rows, int64_t c, double* out, double* out2) {
+// Σx and Σx² (one pass for mean and variance); with `w` (the output gradient), Σw and Σw·(x − center[j]), where w
+// counts only where mask > 0 when a mask (a ReLU's output) is given.
+template <bool Masked>
+void ChannelSums(const float* x, const float* w, const float* mask, const float* center, int64_t rows, int64_t c, double* out, double* out2) {
   std::fill(out, out + c, 0.0);
   std::fill(out2, out2 + c, 0.0);
 #pragma omp parallel if (rows * c > 32768)
@@ -710,9 +721,12 @@ void ChannelSums(const float* x, const float* w, const float* center, int64_t ro
         }
       } else {
         const float* wr = w + r * c;
+        const float* mr = Masked ? mask + r * c : nullptr;
         for (int64_t j = 0; j < c; j++) {
-          s[j] += wr[j];
-          s2[j] += double(wr[j]) * (double(xr[j]) - center[j]);
+          // ReLU's gradient as tfjs takes it, dy·step(y) (a NaN dy stays NaN), in a form that vectorizes.
+          float wv = Masked ? wr[j] * float(mr[j] > 0.0f) : wr[j];
+          s[j] += wv;
+          s2[j] += double(wv) * (double(xr[j]) - center[j]);
         }
       }
     }
@@ -724,9 +738,10 @@ void ChannelSums(const float* x, const float* w, const float* center, int64_t ro
   }
 }
 
-// bnTrain(x, gamma, beta, eps, y, mean, variance): batch norm in training mode over all axes but the last, in two
+// bnTrain(x, gamma, beta, eps, y, mean, variance, relu): batch norm in training mode over all axes but the last, in two
 // passes: the statistics (mean and biased variance, as tf.moments; sums in double, so E[x²] − μ² loses nothing that
-// float32 keeps), then y = (x − μ)·γ/√(σ² + ε) + β.
+// float32 keeps), then y = (x − μ)·γ/√(σ² + ε) + β — rectified in the same pass when `relu` (batch norm + ReLU in
+// the passes of batch norm alone).
 Napi::Value BnTrain(const Napi::CallbackInfo& info) {
   auto xa = info[0].As<Napi::Float32Array>();
   int64_t n = xa.ElementLength();
@@ -743,7 +758,8 @@ Napi::Value BnTrain(const Napi::CallbackInfo& info) {
   const int64_t rows = n / c;
   std::vector<double> s(c), sq(c);
   std::vector<float> a(c), sh(c);
-  ChannelSums(x, nullptr, nullptr, rows, c, s.data(), sq.data());
+  const bool relu = info.Length() > 7 && info[7].ToBoolean().Value();
+  ChannelSums<false>(x, nullptr, nullptr, nullptr, rows, c, s.data(), sq.data());
   for (int64_t j = 0; j < c; j++) {
     double mu = s[j] / double(rows);
     mean[j] = float(mu);
@@ -752,12 +768,14 @@ Napi::Value BnTrain(const Napi::CallbackInfo& info) {
     a[j] = float(g[j] * inv);
     sh[j] = float(b[j] - double(mean[j]) * g[j] * inv);
   }
-  AffineRows(x, a.data(), sh.data(), y, rows, c);
+  AffineRows(x, a.data(), sh.data(), y, rows, c, relu);
   return info.Env().Undefined();
 }
 
-// bnTrainGrad(x, dy, mean, variance, gamma, eps, dx, dgamma, dbeta): the gradient of bnTrain's y through the batch
+// bnTrainGrad(x, dy, mean, variance, gamma, eps, dx, dgamma, dbeta, y): the gradient of bnTrain's y through the batch
 // statistics: dβ = Σdy, dγ = Σdy·x̂, dx = γ/σ·(dy − dβ/M − x̂·dγ/M) with x̂ = (x − μ)/σ, σ = √(σ² + ε), M = rows.
+// With `y` (the rectified output of bnTrain with relu), dy is first zeroed where y ≤ 0 (ReLU's gradient), inside the
+// same two passes.
 Napi::Value BnTrainGrad(const Napi::CallbackInfo& info) {
   auto xa = info[0].As<Napi::Float32Array>();
   int64_t n = xa.ElementLength();
@@ -774,8 +792,10 @@ Napi::Value BnTrainGrad(const Napi::CallbackInfo& info) {
   float* dg = Data(info[7], c, "dgamma");
   float* db = Data(info[8], c, "dbeta");
   const int64_t rows = n / c;
+  const float* mask = info.Length() > 9 && !info[9].IsUndefined() && !info[9].IsNull() ? Data(info[9], n, "y") : nullptr;
   std::vector<double> sdy(c), sdyx(c);
-  ChannelSums(x, dy, mean, rows, c, sdy.data(), sdyx.data());
+  if (mask) ChannelSums<true>(x, dy, mask, mean, rows, c, sdy.data(), sdyx.data());
+  else ChannelSums<false>(x, dy, nullptr, mean, rows, c, sdy.data(), sdyx.data());
   std::vector<float> k1(c), k2(c), k3(c);
   for (int64_t j = 0; j < c; j++) {
     double inv = 1.0 / std::sqrt(double(var[j]) + eps);
@@ -786,6 +806,15 @@ Napi::Value BnTrainGrad(const Napi::CallbackInfo& info) {
     k1[j] = float(gi);
     k2[j] = float(c2);
     k3[j] = float(-gi * sdy[j] / double(rows) - c2 * mean[j]);
+  }
+  if (mask) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t j = 0; j < c; j++) {
+        float d = dy[r * c + j] * float(mask[r * c + j] > 0.0f);
+        dx[r * c + j] = k1[j] * d + k2[j] * x[r * c + j] + k3[j];
+      }
+    return info.Env().Undefined();
   }
 #pragma omp parallel for schedule(static) if (n > 32768)
   for (int64_t r = 0; r < rows; r++)

@@ -8,7 +8,7 @@ import { totalmem } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 // The fused kernels' contract (names, inputs, outputs; reference implementations there): never the learner's modules.
-import { FUSED_BN_GRAD_KERNEL, FUSED_BN_TRAIN_KERNEL, FUSED_EMA_ALL_KERNEL, FUSED_EMA_KERNEL, FUSED_LARS_KERNEL } from '../kernels.js';
+import { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL, FUSED_EMA_ALL_KERNEL, FUSED_EMA_KERNEL, FUSED_LARS_KERNEL } from '../kernels.js';
 import { BufferPool } from './pool.js';
 
 interface Addon {
@@ -27,8 +27,8 @@ interface Addon {
   channelAffine(x: Float32Array, scale: Float32Array, shift: Float32Array, out: Float32Array): void;
   maxPool(x: Float32Array, y: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
   maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
-  bnTrain(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, variance: Float32Array): void;
-  bnTrainGrad(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array, eps: number, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void;
+  bnTrain(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, variance: Float32Array, relu: boolean): void;
+  bnTrainGrad(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array, eps: number, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, y: Float32Array | null): void;
   setBf16(on: boolean): boolean;
   setThreads(n: number): void;
   getThreads(): number;
@@ -314,24 +314,30 @@ function registerKernels(a: Addon): void {
 
   // Batch norm's training pass (see nets/batchnorm.ts): statistics, normalization and affine in three passes over x
   // where tf.moments + tf.batchNorm take about eight, and the whole gradient in two where tfjs takes about twenty.
-  reg(FUSED_BN_TRAIN_KERNEL, (args) => {
+  // With ReLU (FUSED_BN_RELU_TRAIN_KERNEL) the rectification rides in the normalization pass, and the output is marked
+  // as already rectified: the ReLU layer after it then costs nothing (see the Relu kernel and gradient below).
+  const bnTrain = (args: Parameters<tf.KernelFunc>[0], relu: boolean): Info[] => {
     const backend = args.backend as MathBackendCPU;
     const { x, scale, offset } = args.inputs as Record<string, Info>;
     const c = scale!.shape[0]!;
     const out = uninit(tf.util.sizeFromShape(x!.shape));
     const mean = new Float32Array(c);
     const variance = new Float32Array(c);
-    a.bnTrain(values(backend, x!), values(backend, scale!), values(backend, offset!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, out, mean, variance);
-    return [backend.makeTensorInfo(x!.shape, 'float32', out), backend.makeTensorInfo([c], 'float32', mean), backend.makeTensorInfo([c], 'float32', variance)];
-  });
+    a.bnTrain(values(backend, x!), values(backend, scale!), values(backend, offset!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, out, mean, variance, relu);
+    const y = backend.makeTensorInfo(x!.shape, 'float32', out);
+    if (relu) rectified.add(y.dataId);
+    return [y, backend.makeTensorInfo([c], 'float32', mean), backend.makeTensorInfo([c], 'float32', variance)];
+  };
+  reg(FUSED_BN_TRAIN_KERNEL, (args) => bnTrain(args, false));
+  reg(FUSED_BN_RELU_TRAIN_KERNEL, (args) => bnTrain(args, true));
   reg(FUSED_BN_GRAD_KERNEL, (args) => {
     const backend = args.backend as MathBackendCPU;
-    const { x, dy, mean, variance, scale } = args.inputs as Record<string, Info>;
+    const { x, dy, mean, variance, scale, y } = args.inputs as Record<string, Info | undefined>;
     const c = scale!.shape[0]!;
     const dx = uninit(tf.util.sizeFromShape(x!.shape));
     const dScale = new Float32Array(c);
     const dOffset = new Float32Array(c);
-    a.bnTrainGrad(values(backend, x!), values(backend, dy!), values(backend, mean!), values(backend, variance!), values(backend, scale!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, dx, dScale, dOffset);
+    a.bnTrainGrad(values(backend, x!), values(backend, dy!), values(backend, mean!), values(backend, variance!), values(backend, scale!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, dx, dScale, dOffset, y ? values(backend, y) : null);
     return [backend.makeTensorInfo(x!.shape, 'float32', dx), backend.makeTensorInfo([c], 'float32', dScale), backend.makeTensorInfo([c], 'float32', dOffset)];
   });
 
@@ -490,6 +496,11 @@ function registerElementwise(a: Addon): void {
       const backend = args.backend as MathBackendCPU;
       const x = args.inputs['x']!;
       if (x.dtype !== 'float32') return fallback(name, args);
+      // ReLU of what batch norm + ReLU already rectified: the same values, shared (as tfjs's Reshape shares them).
+      if (op === 0 && rectified.has(x.dataId)) {
+        backend.incRef(x.dataId);
+        return { dataId: x.dataId, shape: [...x.shape], dtype: 'float32' };
+      }
       const out = uninit(tf.util.sizeFromShape(x.shape));
       a.unary(op, values(backend, x), out, Number((args.attrs as Record<string, unknown> | undefined)?.['alpha'] ?? 0));
       return backend.makeTensorInfo(x.shape, 'float32', out);
@@ -597,6 +608,14 @@ function registerElementwise(a: Addon): void {
 export const RELU_GRAD_KERNEL = 'ByolReluGrad';
 
 /**
+ * Data written by FUSED_BN_RELU_TRAIN_KERNEL: already rectified. A ReLU of it passes it on unchanged (no pass), and
+ * that ReLU's gradient passes dy on unchanged: the kernel's own gradient applies ReLU's mask (step(y), and the mask
+ * twice is the mask once), and every gradient reaching data of the kernel's output reaches the kernel's gradient.
+ * (Taking a gradient with respect to that very output tensor would see the ReLU as identity; a model never does.)
+ */
+const rectified = new WeakSet<object>();
+
+/**
  * Replaces tfjs-core's gradient of Relu — dy·cast(step(x)), three full passes and two allocations — by one that
  * uses {@link RELU_GRAD_KERNEL} where the active backend has it, and is tfjs's own formula elsewhere.
  */
@@ -607,6 +626,7 @@ function registerReluGradient(): void {
     gradFunc: (dy, saved) => {
       const [x] = saved as tf.Tensor[];
       const g = dy as tf.Tensor;
+      if (rectified.has(x!.dataId)) return { x: () => tf.clone(g) };
       return {
         x: () =>
           tf.getKernel(RELU_GRAD_KERNEL, tf.getBackend()) && g.dtype === 'float32' && x!.dtype === 'float32' && tf.util.arraysEqual(g.shape, x!.shape)

@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { BatchNormConfig } from './init.js';
-import { FUSED_BN_GRAD_KERNEL, FUSED_BN_TRAIN_KERNEL } from '../kernels.js';
+import { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL } from '../kernels.js';
 
-export { FUSED_BN_GRAD_KERNEL, FUSED_BN_TRAIN_KERNEL };
+export { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL };
 
 tf.registerGradient({
   kernelName: FUSED_BN_TRAIN_KERNEL,
@@ -14,6 +14,19 @@ tf.registerGradient({
     // Only y reaches a loss: the statistics feed the moving averages, which are outside the gradient.
     const dyY = (Array.isArray(dy) ? dy[0] : dy) as tf.Tensor;
     const [dx, dScale, dOffset] = tf.engine().runKernel(FUSED_BN_GRAD_KERNEL, { x: x!, dy: dyY, mean: mean!, variance: variance!, scale: scale! }, attrs) as tf.Tensor[];
+    return { x: () => dx!, scale: () => dScale!, offset: () => dOffset! };
+  },
+});
+
+tf.registerGradient({
+  kernelName: FUSED_BN_RELU_TRAIN_KERNEL,
+  inputsToSave: ['x', 'scale'],
+  outputsToSave: [true, true, true],
+  gradFunc: (dy, saved, attrs) => {
+    const [x, scale, y, mean, variance] = saved as tf.Tensor[];
+    const dyY = (Array.isArray(dy) ? dy[0] : dy) as tf.Tensor;
+    // y (the rectified output) carries ReLU's mask into the same kernel.
+    const [dx, dScale, dOffset] = tf.engine().runKernel(FUSED_BN_GRAD_KERNEL, { x: x!, dy: dyY, mean: mean!, variance: variance!, scale: scale!, y: y! }, attrs) as tf.Tensor[];
     return { x: () => dx!, scale: () => dScale!, offset: () => dOffset! };
   },
 });
@@ -51,6 +64,12 @@ export function fusedBatchNormClass(): new (args: BatchNormArgs) => BatchNormLay
   if (fusedClass) return fusedClass;
   const Base = stockClass() as unknown as new (args: BatchNormArgs) => BatchNormLayer & { call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[] };
   class FusedBatchNormalization extends Base {
+    /**
+     * Set by {@link fuseBatchNormRelu} when every consumer of this layer is a ReLU: the training pass then emits
+     * max(0, y) (ReLU of it is y again), saving ReLU's own pass forward and backward. Not part of the config.
+     */
+    reluFollows = false;
+
     override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[] {
       const me = this as unknown as BatchNormInternals;
       const x = Array.isArray(inputs) ? inputs[0]! : inputs;
@@ -58,8 +77,9 @@ export function fusedBatchNormClass(): new (args: BatchNormArgs) => BatchNormLay
       const usable =
         kwargs['training'] === true && lastAxis && me.gamma && me.beta && x.dtype === 'float32' && x.size > 0 && tf.getKernel(FUSED_BN_TRAIN_KERNEL, tf.getBackend()) !== undefined;
       if (!usable) return super.call(inputs, kwargs);
+      const kernel = this.reluFollows && tf.getKernel(FUSED_BN_RELU_TRAIN_KERNEL, tf.getBackend()) !== undefined ? FUSED_BN_RELU_TRAIN_KERNEL : FUSED_BN_TRAIN_KERNEL;
       return tf.tidy(() => {
-        const [y, mean, variance] = tf.engine().runKernel(FUSED_BN_TRAIN_KERNEL, { x, scale: me.gamma!.read(), offset: me.beta!.read() }, { varianceEpsilon: me.epsilon }) as tf.Tensor[];
+        const [y, mean, variance] = tf.engine().runKernel(kernel, { x, scale: me.gamma!.read(), offset: me.beta!.read() }, { varianceEpsilon: me.epsilon }) as tf.Tensor[];
         // The stock layer's update: v ← v − (v − batch)·(1 − momentum).
         const decay = 1 - me.momentum;
         for (const [variable, value] of [[me.movingMean, mean!], [me.movingVariance, variance!]] as const) {
@@ -74,6 +94,38 @@ export function fusedBatchNormClass(): new (args: BatchNormArgs) => BatchNormLay
   }
   fusedClass = FusedBatchNormalization;
   return fusedClass;
+}
+
+/** Whether `layer` is ReLU and nothing else: tfjs-layers' ReLU (any ceiling: it rectifies first) or Activation('relu'). */
+function isRelu(layer: tfl.layers.Layer): boolean {
+  const name = layer.getClassName();
+  if (name === 'ReLU') return true;
+  return name === 'Activation' && (layer.getConfig() as { activation?: unknown }).activation === 'relu';
+}
+
+/**
+ * Marks each of the model's fused batch-norm layers whose every consumer is a ReLU layer (see `reluFollows`), in
+ * nested models too; returns how many it marked. The builders call it; call it on a model built by hand. The model's
+ * outputs are unchanged (ReLU of a rectified value is itself); only a batch-norm layer's own output, in training mode,
+ * is then already rectified.
+ */
+export function fuseBatchNormRelu(model: tfl.LayersModel): number {
+  const Cls = fusedBatchNormClass();
+  let marked = 0;
+  for (const layer of model.layers) {
+    if (layer instanceof tfl.LayersModel) {
+      marked += fuseBatchNormRelu(layer);
+      continue;
+    }
+    if (!(layer instanceof Cls)) continue;
+    // Consumers: the layers of this layer's outbound nodes (a node per call); none, any non-ReLU, or the layer being
+    // an output of the model itself → no fusion.
+    const consumers = (layer as unknown as { outboundNodes: { outboundLayer: tfl.layers.Layer }[] }).outboundNodes.map((n) => n.outboundLayer);
+    const fuse = consumers.length > 0 && consumers.every(isRelu) && !model.outputLayers.includes(layer);
+    (layer as unknown as { reluFollows: boolean }).reluFollows = fuse;
+    if (fuse) marked++;
+  }
+  return marked;
 }
 
 /** A batch-norm layer with the given settings (fused training pass where the backend has it). */
@@ -93,7 +145,9 @@ export function withFusedBatchNorm<T>(build: () => T): T {
   const Cls = fusedBatchNormClass() as unknown as { fromConfig: unknown };
   map['BatchNormalization'] = [Cls, Cls.fromConfig] as unknown as (typeof map)[string];
   try {
-    return build();
+    const built = build();
+    if (built instanceof tfl.LayersModel) fuseBatchNormRelu(built);
+    return built;
   } finally {
     if (stock) map['BatchNormalization'] = stock;
   }

@@ -1,5 +1,5 @@
 import * as tfl from '@tensorflow/tfjs-layers';
-import { batchNorm } from './batchnorm.js';
+import { batchNorm, fuseBatchNormRelu } from './batchnorm.js';
 import { DEFAULT_BATCH_NORM, fanInTruncatedNormal, SeedStream, type BatchNormConfig } from './init.js';
 
 export interface ConvNetConfig {
@@ -34,7 +34,7 @@ export function convNet(config: ConvNetConfig = {}): tfl.LayersModel {
     tfl.layers.reLU(),
     ...(pool ? [tfl.layers.maxPooling2d({ poolSize: 2, strides: 2 })] : []),
   ];
-  return tfl.sequential({
+  const model = tfl.sequential({
     name: config.name ?? 'convnet',
     layers: [
       ...stage(c1, true, config.inputShape ?? [28, 28, 1]),
@@ -43,4 +43,6 @@ export function convNet(config: ConvNetConfig = {}): tfl.LayersModel {
       tfl.layers.globalAveragePooling2d({}),
     ],
   });
+  fuseBatchNormRelu(model);
+  return model;
 }

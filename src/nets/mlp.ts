@@ -1,5 +1,5 @@
 import * as tfl from '@tensorflow/tfjs-layers';
-import { batchNorm } from './batchnorm.js';
+import { batchNorm, fuseBatchNormRelu } from './batchnorm.js';
 import { DEFAULT_BATCH_NORM, fanInTruncatedNormal, SeedStream, type BatchNormConfig } from './init.js';
 
 export interface MlpHeadConfig {
@@ -20,7 +20,7 @@ export interface MlpHeadConfig {
 export function mlpHead(config: MlpHeadConfig): tfl.LayersModel {
   const bn = config.batchNorm ?? DEFAULT_BATCH_NORM;
   const seeds = new SeedStream(config.seed);
-  return tfl.sequential({
+  const model = tfl.sequential({
     ...(config.name === undefined ? {} : { name: config.name }),
     layers: [
       tfl.layers.dense({
@@ -34,4 +34,6 @@ export function mlpHead(config: MlpHeadConfig): tfl.LayersModel {
       tfl.layers.dense({ units: config.outputDim, useBias: false, kernelInitializer: fanInTruncatedNormal(seeds) }),
     ],
   });
+  fuseBatchNormRelu(model);
+  return model;
 }

@@ -1,6 +1,6 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import { invalidOption } from '../errors.js';
-import { batchNorm } from './batchnorm.js';
+import { batchNorm, fuseBatchNormRelu } from './batchnorm.js';
 import { DEFAULT_BATCH_NORM, fanInTruncatedNormal, SeedStream, type BatchNormConfig } from './init.js';
 
 export type ResNetDepth = 18 | 34 | 50 | 101 | 152 | 200;
@@ -121,5 +121,7 @@ export function resnet(config: ResNetConfig): tfl.LayersModel {
     }
   });
   const features = tfl.layers.globalAveragePooling2d({}).apply(x) as tfl.SymbolicTensor;
-  return tfl.model({ inputs: input, outputs: features, name: config.name ?? `resnet${config.depth}` });
+  const model = tfl.model({ inputs: input, outputs: features, name: config.name ?? `resnet${config.depth}` });
+  fuseBatchNormRelu(model);
+  return model;
 }
