@@ -87,13 +87,16 @@ export function nativeLoadError(): string {
 
 /**
  * The most bytes of disposed outputs the native backend keeps for reuse: `BYOL_NATIVE_POOL_MB` (0 turns reuse off),
- * else half the machine's memory. The pool also never keeps more than its buffers once held live at the same time,
- * so in a training loop it stays at about one step's working set.
+ * else no bound but the pool's own: it never keeps more than its buffers once held live at the same time, and on a
+ * miss it drops free buffers so that live plus free stays within that working set — so in a training loop it holds
+ * one step's outputs, never more memory than the step itself needs. (Half the machine's memory was the bound before:
+ * a ResNet-50 step at batch 32 lives in ~17 GB, so on a 24 GB machine a third of its outputs were fresh pages every
+ * step — 1.1 M page faults, 6 s of kernel time, 12.7 s steps instead of 7.)
  */
 function poolLimitBytes(): number {
   const env = process.env['BYOL_NATIVE_POOL_MB'];
   if (env !== undefined && env !== '' && Number.isFinite(Number(env)) && Number(env) >= 0) return Number(env) * 2 ** 20;
-  return totalmem() / 2;
+  return totalmem();
 }
 
 /** Output buffers of every native kernel (see pool.ts). */

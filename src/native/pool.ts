@@ -43,6 +43,10 @@ export class BufferPool {
       this.addLive(hit.byteLength);
       return hit;
     }
+    // A miss: first drop the oldest free arrays that would take live + free memory past the working set (the most
+    // ever live at once), so that a change of shapes (training, then evaluation) never holds the old shapes' arrays
+    // on top of the new ones.
+    this.dropOldest(Math.max(0, this.peakLive - this.live - n * 4));
     this.allocated++;
     this.addLive(n * 4);
     // allocUnsafeSlow: no zero fill, and a buffer of its own (never a slice of Node's shared small-buffer pool).
@@ -67,15 +71,20 @@ export class BufferPool {
     this.live = Math.max(0, this.live - v.byteLength);
     const bound = Math.min(this.limitBytes, this.peakLive);
     if (v.byteLength > bound) return;
-    for (const [n, list] of this.free) {
-      if (this.held + v.byteLength <= bound) break;
-      while (list.length > 0 && this.held + v.byteLength > bound) this.held -= list.shift()!.byteLength;
-      if (list.length === 0) this.free.delete(n);
-    }
+    this.dropOldest(bound - v.byteLength);
     let list = this.free.get(v.length);
     if (!list) this.free.set(v.length, (list = []));
     list.push(v);
     this.held += v.byteLength;
+  }
+
+  /** Drops the oldest free arrays until at most `maxHeld` bytes stay free. */
+  private dropOldest(maxHeld: number): void {
+    for (const [n, list] of this.free) {
+      if (this.held <= maxHeld) break;
+      while (list.length > 0 && this.held > maxHeld) this.held -= list.shift()!.byteLength;
+      if (list.length === 0) this.free.delete(n);
+    }
   }
 
   /** Drops every free buffer (the garbage collector reclaims them). */
