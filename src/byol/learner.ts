@@ -4,6 +4,7 @@ import { ByolError } from '../errors.js';
 import { buildEncoderPair, type Encoder, type EncoderFunction } from '../nets/encoder.js';
 import { mlpHead } from '../nets/mlp.js';
 import { layersNet, type Net } from '../nets/net.js';
+import { leanVariableGrads } from '../train/gradients.js';
 import { AdamW, Lars, Sgd, type Optimizer, type OptimizerState } from '../train/optimizer.js';
 import { learningRateAt } from '../train/schedule.js';
 import { copyVariables, emaUpdate, stopGradient } from './ema.js';
@@ -158,7 +159,7 @@ export class Byol {
       // The target's projections are computed outside the gradient tape: no gradient can reach ξ.
       const targets = this.target ? ([this.targetProject(v1), this.targetProject(v2)] as const) : null;
       let collapseMetric: tf.Scalar | null = null;
-      const { value, grads } = tf.variableGrads(() => {
+      const { value, grads } = leanVariableGrads(() => {
         const z1 = this.onlineProject(v1);
         const z2 = this.onlineProject(v2);
         collapseMetric = tf.keep(tf.div(tf.add(collapseStd(z1), collapseStd(z2)), 2) as tf.Scalar);
@@ -173,7 +174,7 @@ export class Byol {
           l = tf.add(l, tf.mul(neg, this.options.beta));
         }
         return l;
-      }, this.onlineVars as tf.Variable[]);
+      }, this.onlineVars);
       this.optimizer.apply(this.onlineVars.map((v) => grads[v.name]!), lr);
       if (this.target) emaUpdate(this.targetTrainable(), this.onlineTargetPart(), tau);
       return [value, collapseMetric!];

@@ -10,6 +10,7 @@ import { ablate, type ViewsConfig } from '../views/options.js';
 import { normalize } from '../views/ops.js';
 import { Rng } from '../views/rng.js';
 import { toUnitRange, ViewSampler } from '../views/views.js';
+import { leanVariableGrads } from '../train/gradients.js';
 import { Sgd } from '../train/optimizer.js';
 
 /**
@@ -103,7 +104,7 @@ export async function finetune(encoder: tfl.LayersModel, train: LabelledImages, 
         const x = tf.tensor4d(pixels, [batchSize, h, wd, c], 'int32');
         const [view, other] = sampler.views(x);
         const y = tf.tidy(() => tf.oneHot(tf.tensor1d(Int32Array.from(idx, (k) => train.labels[k]!), 'int32'), classes));
-        const { value, grads } = tf.variableGrads(() => {
+        const { value, grads } = leanVariableGrads(() => {
           const f = model.apply(view, { training: true }) as tf.Tensor2D;
           return tf.losses.softmaxCrossEntropy(y, tf.add(tf.matMul(f, w), b)) as tf.Scalar;
         }, vars);

@@ -43,10 +43,12 @@ export class BufferPool {
       this.addLive(hit.byteLength);
       return hit;
     }
-    // A miss: first drop the oldest free arrays that would take live + free memory past the working set (the most
-    // ever live at once), so that a change of shapes (training, then evaluation) never holds the old shapes' arrays
-    // on top of the new ones.
-    this.dropOldest(Math.max(0, this.peakLive - this.live - n * 4));
+    // A miss: first drop the oldest free arrays that would take live + free memory more than a quarter past the
+    // working set (the most ever live at once), so that a change of shapes (training, then evaluation) does not keep
+    // the old shapes' arrays on top of the new ones. (The quarter's slack: a step's sizes are not needed in the same
+    // order every step, so a few misses are normal; without slack each miss dropped arrays the same step still
+    // needed, and a ResNet-18 step missed 120 times instead of none — 8 % slower.)
+    this.dropOldest(Math.max(0, 1.25 * this.peakLive - this.live - n * 4));
     this.allocated++;
     this.addLive(n * 4);
     // allocUnsafeSlow: no zero fill, and a buffer of its own (never a slice of Node's shared small-buffer pool).
