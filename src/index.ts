@@ -17,6 +17,7 @@ export { l2Normalize, regressionLoss, symmetricLoss, negativesTerm, collapseStd 
 export { targetTau, type TauSchedule } from './byol/tau.js';
 export { emaUpdate, copyVariables, stopGradient } from './byol/ema.js';
 export { learningRateAt, type LearningRateSchedule } from './train/schedule.js';
+export { leanVariableGrads } from './train/gradients.js';
 export {
   Optimizer,
   Lars,
