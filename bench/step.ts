@@ -12,7 +12,7 @@
  * fastest named. Each native and PyTorch row prints GFLOP/s (the step's multiply-adds counted by torch_step.py's
  * hooks: 8 forward-equivalents per image) and its share of the machine's GEMM peak: oneDNN's 2048³ product through
  * the addon in the same run, fp32 or bf16 (PyTorch's own matmul runs on OpenBLAS, slower, and is printed beside). A last row times the ResNet-18 step with one competing process of two busy threads (`--no-load` skips it).
- * `--quick` leaves out batch 256 and ResNet-50; `--only wasm` (or cpu, native) runs one backend's rows; `--match` the
+ * The ConvNet rows time 20 steps (both engines). `--quick` leaves out batch 256 and ResNet-50; `--only wasm` (or cpu, native) runs one backend's rows; `--match` the
  * models whose name matches. ResNet-50 times one step after the warm-up, and PyTorch's search there tries both layouts
  * with the views separate (each PyTorch configuration of it takes minutes here).
  */
@@ -50,7 +50,11 @@ interface Case {
   readonly torch?: [string, number];
   /** Left out by --quick. */
   readonly long?: boolean;
-  /** Timed steps (default --steps), for the slowest models; and PyTorch's search (default: layouts × views). */
+  /**
+   * Timed steps (default --steps): one for ResNet-50 (minutes per configuration), twenty for the ConvNet (a 0.1 s step:
+   * three steps after one warm-up timed mostly the first steps' buffer allocations and JIT, ±15 % run to run); and
+   * PyTorch's search (default: layouts × views).
+   */
   readonly steps?: number;
   readonly torchSearch?: 'all' | 'layouts';
 }
@@ -62,8 +66,8 @@ const cases: Case[] = [
   { model: 'MLP 784-512-512, batch 128', backend: 'cpu', fastPath: false, options: 'mlp', shape: [128, 28, 28, 1] },
   { model: 'MLP 784-512-512, batch 128', backend: 'native', fastPath: false, options: 'mlp', shape: [128, 28, 28, 1] },
   // The paper's heads (4096 → 256) from here on, as bench/torch_step.py.
-  { model: 'ConvNet 28×28, batch 64', backend: 'wasm', fastPath: true, options: { encoder: 'convnet', batchSize: 64, totalSteps: 100 }, shape: [64, 28, 28, 1], torch: ['convnet', 64] },
-  { model: 'ConvNet 28×28, batch 64', backend: 'native', fastPath: false, options: { encoder: 'convnet', batchSize: 64, totalSteps: 100 }, shape: [64, 28, 28, 1], torch: ['convnet', 64] },
+  { model: 'ConvNet 28×28, batch 64', backend: 'wasm', fastPath: true, options: { encoder: 'convnet', batchSize: 64, totalSteps: 100 }, shape: [64, 28, 28, 1], torch: ['convnet', 64], steps: 20 },
+  { model: 'ConvNet 28×28, batch 64', backend: 'native', fastPath: false, options: { encoder: 'convnet', batchSize: 64, totalSteps: 100 }, shape: [64, 28, 28, 1], torch: ['convnet', 64], steps: 20 },
   // wasm's heap holds at most 4 GiB: batch 32 takes 3.8, batch 64 does not fit.
   { model: 'CIFAR ResNet-18, batch 16', backend: 'wasm', fastPath: true, options: { encoder: 'resnet18-cifar', batchSize: 16, totalSteps: 100 }, shape: [16, 32, 32, 3] },
   { model: 'CIFAR ResNet-18, batch 16', backend: 'native', fastPath: false, options: { encoder: 'resnet18-cifar', batchSize: 16, totalSteps: 100 }, shape: [16, 32, 32, 3] },
