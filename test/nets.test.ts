@@ -4,6 +4,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { ByolError, cloneArchitecture, convNet, fusedBatchNormClass, mlpHead, resnet, resnetFeatureDim } from '../src/index.js';
 import { assertNoLeak } from './helpers.js';
+import { leanConv2dClass } from '../src/nets/conv.js';
+import { useBackend } from '../src/node.js';
 
 const trainableCount = (m: tfl.LayersModel) => m.trainableWeights.reduce((n, w) => n + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
 
@@ -111,6 +113,43 @@ test('a target cloned from a LayersModel gets byol\'s batch-norm layer; the stoc
   assert.notEqual(again.constructor, fusedBatchNormClass());
   model.dispose();
   clone.dispose();
+});
+
+test('byol\'s Conv2D layer: the stock layer\'s outputs and gradients, without the unused gradient with respect to the images; saves and clones as Conv2D', async () => {
+  await useBackend('cpu');
+  const args = { inputShape: [9, 9, 3], filters: 4, kernelSize: 3, strides: 2, padding: 'same' as const, useBias: false, kernelInitializer: 'glorotNormal' as const };
+  const lean = tfl.sequential({ layers: [new (leanConv2dClass())(args)] });
+  const stock = tfl.sequential({ layers: [tfl.layers.conv2d(args)] });
+  stock.setWeights(lean.getWeights());
+  const x = tf.randomNormal([2, 9, 9, 3], 0, 1, 'float32', 7);
+  const run = async (m: tfl.LayersModel) => {
+    const w = m.trainableWeights[0]!.read() as tf.Variable;
+    const f = () => tf.sum(tf.square(m.apply(x, { training: true }) as tf.Tensor)) as tf.Scalar;
+    let out: number[][] = [];
+    const profile = await tf.profile(() => {
+      const { value, grads } = tf.variableGrads(f, [w]);
+      out = [Array.from(value.dataSync()), Array.from(grads[w.name]!.dataSync())];
+      tf.dispose([value, grads[w.name]!]);
+    });
+    return { out, kernels: profile.kernels.map((k) => k.name) };
+  };
+  const a = await run(lean);
+  const b = await run(stock);
+  assert.deepEqual(a.out, b.out, 'same loss and filter gradient');
+  assert.ok(b.kernels.includes('Conv2DBackpropInput'), 'the stock fused convolution computes the images\' gradient');
+  assert.ok(!a.kernels.includes('Conv2DBackpropInput') && a.kernels.includes('Conv2DBackpropFilter'), 'byol\'s does not');
+  assert.equal(lean.layers[0]!.getClassName(), 'Conv2D');
+  // With a bias it is the stock path (and the same numbers).
+  const biased = new (leanConv2dClass())({ ...args, useBias: true });
+  assert.ok(biased.apply(tf.zeros([1, 9, 9, 3])) instanceof tf.Tensor);
+  // Built-in encoders use it, and a rebuilt copy (a target, a resumed run) does too.
+  const net = resnet({ depth: 18, stem: 'cifar', inputShape: [8, 8, 3] });
+  const copy = cloneArchitecture(net);
+  for (const m of [net, copy]) assert.ok(m.layers.filter((l) => l.getClassName() === 'Conv2D').every((l) => l instanceof leanConv2dClass()));
+  assert.equal(tfl.layers.conv2d(args).constructor === leanConv2dClass(), false, 'the stock registry entry is left as it was');
+  tf.dispose(x);
+  [lean, stock, net, copy].forEach((m) => m.dispose());
+  biased.dispose();
 });
 
 test('weights start as Haiku draws them: a normal truncated at 2σ with variance 1/fan_in (not tfjs\'s uniform)', async () => {

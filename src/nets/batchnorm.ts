@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { BatchNormConfig } from './init.js';
+import { leanConv2dClass } from './conv.js';
 import { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL } from '../kernels.js';
 
 export { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL };
@@ -135,20 +136,29 @@ export function batchNorm(config: BatchNormConfig, extra: Omit<BatchNormArgs, 'm
 }
 
 /**
- * Runs `build` (a synchronous deserialization, e.g. LayersModel.fromConfig) with BatchNormalization configs turned
- * into byol's fused layer, then restores tfjs-layers' registry. (Sequential.fromConfig ignores custom objects, so the
- * registry entry itself is swapped for the duration.)
+ * Runs `build` (a synchronous deserialization, e.g. LayersModel.fromConfig) with BatchNormalization and Conv2D configs
+ * turned into byol's layers (the fused batch norm, the lean convolution), then restores tfjs-layers' registry and
+ * marks the batch norms a ReLU alone reads. (Sequential.fromConfig ignores custom objects, so the registry entries
+ * themselves are swapped for the duration.)
  */
 export function withFusedBatchNorm<T>(build: () => T): T {
   const map = tf.serialization.SerializationMap.getMap().classNameMap;
-  const stock = map['BatchNormalization'];
-  const Cls = fusedBatchNormClass() as unknown as { fromConfig: unknown };
-  map['BatchNormalization'] = [Cls, Cls.fromConfig] as unknown as (typeof map)[string];
+  const swaps = [
+    ['BatchNormalization', fusedBatchNormClass()],
+    ['Conv2D', leanConv2dClass()],
+  ] as const;
+  const stock = swaps.map(([name]) => map[name]);
+  for (const [name, Cls] of swaps) {
+    const c = Cls as unknown as { fromConfig: unknown };
+    map[name] = [c, c.fromConfig] as unknown as (typeof map)[string];
+  }
   try {
     const built = build();
     if (built instanceof tfl.LayersModel) fuseBatchNormRelu(built);
     return built;
   } finally {
-    if (stock) map['BatchNormalization'] = stock;
+    swaps.forEach(([name], i) => {
+      if (stock[i]) map[name] = stock[i]!;
+    });
   }
 }

@@ -1,5 +1,6 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import { batchNorm, fuseBatchNormRelu } from './batchnorm.js';
+import { conv2d } from './conv.js';
 import { DEFAULT_BATCH_NORM, fanInTruncatedNormal, SeedStream, type BatchNormConfig } from './init.js';
 
 export interface ConvNetConfig {
@@ -22,7 +23,7 @@ export function convNet(config: ConvNetConfig = {}): tfl.LayersModel {
   const bn = config.batchNorm ?? DEFAULT_BATCH_NORM;
   const seeds = new SeedStream(config.seed);
   const stage = (filters: number, pool: boolean, first?: readonly [number, number, number]): tfl.layers.Layer[] => [
-    tfl.layers.conv2d({
+    conv2d({
       ...(first ? { inputShape: [...first] } : {}),
       filters,
       kernelSize: 3,

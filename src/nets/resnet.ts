@@ -1,6 +1,7 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import { invalidOption } from '../errors.js';
 import { batchNorm, fuseBatchNormRelu } from './batchnorm.js';
+import { conv2d } from './conv.js';
 import { DEFAULT_BATCH_NORM, fanInTruncatedNormal, SeedStream, type BatchNormConfig } from './init.js';
 
 export type ResNetDepth = 18 | 34 | 50 | 101 | 152 | 200;
@@ -74,17 +75,15 @@ export function resnet(config: ResNetConfig): tfl.LayersModel {
   const pad = (x: tfl.SymbolicTensor, k: number, name: string) =>
     padding === 'torch' && k > 1 ? (tfl.layers.zeroPadding2d({ padding: (k - 1) / 2, name: `${name}.pad` }).apply(x) as tfl.SymbolicTensor) : x;
   const conv = (x: tfl.SymbolicTensor, filters: number, kernel: number, stride: number, name: string) =>
-    tfl.layers
-      .conv2d({
-        filters,
-        kernelSize: kernel,
-        strides: stride,
-        padding: padding === 'torch' ? 'valid' : 'same',
-        useBias: false,
-        kernelInitializer: fanInTruncatedNormal(seeds),
-        name,
-      })
-      .apply(pad(x, kernel, name)) as tfl.SymbolicTensor;
+    conv2d({
+      filters,
+      kernelSize: kernel,
+      strides: stride,
+      padding: padding === 'torch' ? 'valid' : 'same',
+      useBias: false,
+      kernelInitializer: fanInTruncatedNormal(seeds),
+      name,
+    }).apply(pad(x, kernel, name)) as tfl.SymbolicTensor;
   const norm = (x: tfl.SymbolicTensor, name: string, zeroScale = false) =>
     batchNorm(bn, { gammaInitializer: zeroScale ? 'zeros' : 'ones', name }).apply(x) as tfl.SymbolicTensor;
   const relu = (x: tfl.SymbolicTensor) => tfl.layers.reLU().apply(x) as tfl.SymbolicTensor;
