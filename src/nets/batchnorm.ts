@@ -6,31 +6,24 @@ import { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL
 
 export { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL };
 
-tf.registerGradient({
-  kernelName: FUSED_BN_TRAIN_KERNEL,
-  inputsToSave: ['x', 'scale'],
-  outputsToSave: [false, true, true],
-  gradFunc: (dy, saved, attrs) => {
-    const [x, scale, mean, variance] = saved as tf.Tensor[];
-    // Only y reaches a loss: the statistics feed the moving averages, which are outside the gradient.
-    const dyY = (Array.isArray(dy) ? dy[0] : dy) as tf.Tensor;
-    const [dx, dScale, dOffset] = tf.engine().runKernel(FUSED_BN_GRAD_KERNEL, { x: x!, dy: dyY, mean: mean!, variance: variance!, scale: scale! }, attrs) as tf.Tensor[];
-    return { x: () => dx!, scale: () => dScale!, offset: () => dOffset! };
-  },
-});
-
-tf.registerGradient({
-  kernelName: FUSED_BN_RELU_TRAIN_KERNEL,
-  inputsToSave: ['x', 'scale'],
-  outputsToSave: [true, true, true],
-  gradFunc: (dy, saved, attrs) => {
-    const [x, scale, y, mean, variance] = saved as tf.Tensor[];
-    const dyY = (Array.isArray(dy) ? dy[0] : dy) as tf.Tensor;
-    // y (the rectified output) carries ReLU's mask into the same kernel.
-    const [dx, dScale, dOffset] = tf.engine().runKernel(FUSED_BN_GRAD_KERNEL, { x: x!, dy: dyY, mean: mean!, variance: variance!, scale: scale!, y: y! }, attrs) as tf.Tensor[];
-    return { x: () => dx!, scale: () => dScale!, offset: () => dOffset! };
-  },
-});
+// The gradients of both training passes, through FUSED_BN_GRAD_KERNEL. Only y reaches a loss: the statistics feed the
+// moving averages, which are outside the gradient. With ReLU, the rectified y is saved too and carries ReLU's mask
+// into the same kernel.
+for (const relu of [false, true]) {
+  tf.registerGradient({
+    kernelName: relu ? FUSED_BN_RELU_TRAIN_KERNEL : FUSED_BN_TRAIN_KERNEL,
+    inputsToSave: ['x', 'scale'],
+    outputsToSave: [relu, true, true],
+    gradFunc: (dy, saved, attrs) => {
+      const [x, scale, ...outputs] = saved as tf.Tensor[];
+      const [y, mean, variance] = relu ? outputs : [undefined, ...outputs];
+      const dyY = (Array.isArray(dy) ? dy[0] : dy) as tf.Tensor;
+      const inputs = { x: x!, dy: dyY, mean: mean!, variance: variance!, scale: scale!, ...(y ? { y } : {}) };
+      const [dx, dScale, dOffset] = tf.engine().runKernel(FUSED_BN_GRAD_KERNEL, inputs, attrs) as tf.Tensor[];
+      return { x: () => dx!, scale: () => dScale!, offset: () => dOffset! };
+    },
+  });
+}
 
 type BatchNormArgs = NonNullable<Parameters<typeof tfl.layers.batchNormalization>[0]>;
 type BatchNormLayer = ReturnType<typeof tfl.layers.batchNormalization>;
@@ -141,7 +134,7 @@ export function batchNorm(config: BatchNormConfig, extra: Omit<BatchNormArgs, 'm
  * marks the batch norms a ReLU alone reads. (Sequential.fromConfig ignores custom objects, so the registry entries
  * themselves are swapped for the duration.)
  */
-export function withFusedBatchNorm<T>(build: () => T): T {
+export function withByolLayers<T>(build: () => T): T {
   const map = tf.serialization.SerializationMap.getMap().classNameMap;
   const swaps = [
     ['BatchNormalization', fusedBatchNormClass()],

@@ -3,7 +3,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { ByolError, describe, invalidOption } from '../errors.js';
 import { convNet } from './convnet.js';
 import type { BatchNormConfig } from './init.js';
-import { withFusedBatchNorm } from './batchnorm.js';
+import { withByolLayers } from './batchnorm.js';
 import { layersNet, type Net } from './net.js';
 import { resnet, type ResNetDepth } from './resnet.js';
 
@@ -125,8 +125,8 @@ export function cloneArchitecture(model: tfl.LayersModel): tfl.LayersModel {
     fromConfig(cls: unknown, config: unknown): tfl.LayersModel;
   };
   try {
-    // Batch-norm layers come back as byol's (same config, fused training pass where the backend has one).
-    return withFusedBatchNorm(() => ctor.fromConfig(ctor, model.getConfig()));
+    // Batch-norm and convolution layers come back as byol's (same configs; fused batch norm + ReLU, lean convolutions).
+    return withByolLayers(() => ctor.fromConfig(ctor, model.getConfig()));
   } catch (e) {
     throw new ByolError(
       'INVALID_ENCODER',
