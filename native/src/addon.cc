@@ -669,20 +669,20 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// y[r, j] = x[r, j] · a[j] + b[j] over rows of c values; with `relu`, max(0, …) in the same pass.
-void AffineRows(const float* x, const float* a, const float* b, float* y, int64_t rows, int64_t c, bool relu = false) {
-  if (relu) {
-#pragma omp parallel for schedule(static) if (rows * c > 32768)
-    for (int64_t r = 0; r < rows; r++)
-      for (int64_t j = 0; j < c; j++) {
-        float v = x[r * c + j] * a[j] + b[j];
-        y[r * c + j] = v < 0.0f ? 0.0f : v;  // as tfjs's ReLU: NaN stays NaN
-      }
-    return;
-  }
+// y[r, j] = x[r, j] · a[j] + b[j] over rows of c values; with `Relu`, max(0, …) in the same pass (one compiled loop
+// each, so that neither carries the other's test).
+template <bool Relu>
+void AffineRowsOf(const float* x, const float* a, const float* b, float* y, int64_t rows, int64_t c) {
 #pragma omp parallel for schedule(static) if (rows * c > 32768)
   for (int64_t r = 0; r < rows; r++)
-    for (int64_t j = 0; j < c; j++) y[r * c + j] = x[r * c + j] * a[j] + b[j];
+    for (int64_t j = 0; j < c; j++) {
+      float v = x[r * c + j] * a[j] + b[j];
+      y[r * c + j] = Relu && v < 0.0f ? 0.0f : v;  // as tfjs's ReLU: NaN stays NaN
+    }
+}
+void AffineRows(const float* x, const float* a, const float* b, float* y, int64_t rows, int64_t c, bool relu = false) {
+  if (relu) AffineRowsOf<true>(x, a, b, y, rows, c);
+  else AffineRowsOf<false>(x, a, b, y, rows, c);
 }
 
 // channelAffine(x, scale, shift, out): out = x · scale[c] + shift[c] over the last axis (batch norm in inference form).
@@ -723,7 +723,6 @@ void ChannelSums(const float* x, const float* w, const float* mask, const float*
         const float* wr = w + r * c;
         const float* mr = Masked ? mask + r * c : nullptr;
         for (int64_t j = 0; j < c; j++) {
-          // ReLU's gradient as tfjs takes it, dy·step(y) (a NaN dy stays NaN), in a form that vectorizes.
           float wv = Masked ? wr[j] * float(mr[j] > 0.0f) : wr[j];
           s[j] += wv;
           s2[j] += double(wv) * (double(xr[j]) - center[j]);
@@ -772,6 +771,32 @@ Napi::Value BnTrain(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The two passes of bnTrainGrad: the channel sums of dy and dy·(x − μ), then dx; with `Masked`, of dy·step(mask)
+// (ReLU's gradient, as tfjs takes it: a NaN dy stays NaN), in a form that vectorizes.
+template <bool Masked>
+void BnGrad(const float* x, const float* dy, const float* mask, const float* mean, const float* var, const float* g, double eps, float* dx,
+            float* dg, float* db, int64_t rows, int64_t c) {
+  std::vector<double> sdy(c), sdyx(c);
+  ChannelSums<Masked>(x, dy, mask, mean, rows, c, sdy.data(), sdyx.data());
+  std::vector<float> k1(c), k2(c), k3(c);
+  for (int64_t j = 0; j < c; j++) {
+    double inv = 1.0 / std::sqrt(double(var[j]) + eps);
+    db[j] = float(sdy[j]);
+    dg[j] = float(sdyx[j] * inv);
+    double gi = double(g[j]) * inv;
+    double c2 = -gi * inv * inv * sdyx[j] / double(rows);
+    k1[j] = float(gi);
+    k2[j] = float(c2);
+    k3[j] = float(-gi * sdy[j] / double(rows) - c2 * mean[j]);
+  }
+#pragma omp parallel for schedule(static) if (rows * c > 32768)
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t j = 0; j < c; j++) {
+      float d = Masked ? dy[r * c + j] * float(mask[r * c + j] > 0.0f) : dy[r * c + j];
+      dx[r * c + j] = k1[j] * d + k2[j] * x[r * c + j] + k3[j];
+    }
+}
+
 // bnTrainGrad(x, dy, mean, variance, gamma, eps, dx, dgamma, dbeta, y): the gradient of bnTrain's y through the batch
 // statistics: dβ = Σdy, dγ = Σdy·x̂, dx = γ/σ·(dy − dβ/M − x̂·dγ/M) with x̂ = (x − μ)/σ, σ = √(σ² + ε), M = rows.
 // With `y` (the rectified output of bnTrain with relu), dy is first zeroed where y ≤ 0 (ReLU's gradient), inside the
@@ -793,32 +818,8 @@ Napi::Value BnTrainGrad(const Napi::CallbackInfo& info) {
   float* db = Data(info[8], c, "dbeta");
   const int64_t rows = n / c;
   const float* mask = info.Length() > 9 && !info[9].IsUndefined() && !info[9].IsNull() ? Data(info[9], n, "y") : nullptr;
-  std::vector<double> sdy(c), sdyx(c);
-  if (mask) ChannelSums<true>(x, dy, mask, mean, rows, c, sdy.data(), sdyx.data());
-  else ChannelSums<false>(x, dy, nullptr, mean, rows, c, sdy.data(), sdyx.data());
-  std::vector<float> k1(c), k2(c), k3(c);
-  for (int64_t j = 0; j < c; j++) {
-    double inv = 1.0 / std::sqrt(double(var[j]) + eps);
-    db[j] = float(sdy[j]);
-    dg[j] = float(sdyx[j] * inv);
-    double gi = double(g[j]) * inv;
-    double c2 = -gi * inv * inv * sdyx[j] / double(rows);
-    k1[j] = float(gi);
-    k2[j] = float(c2);
-    k3[j] = float(-gi * sdy[j] / double(rows) - c2 * mean[j]);
-  }
-  if (mask) {
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t r = 0; r < rows; r++)
-      for (int64_t j = 0; j < c; j++) {
-        float d = dy[r * c + j] * float(mask[r * c + j] > 0.0f);
-        dx[r * c + j] = k1[j] * d + k2[j] * x[r * c + j] + k3[j];
-      }
-    return info.Env().Undefined();
-  }
-#pragma omp parallel for schedule(static) if (n > 32768)
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t j = 0; j < c; j++) dx[r * c + j] = k1[j] * dy[r * c + j] + k2[j] * x[r * c + j] + k3[j];
+  if (mask) BnGrad<true>(x, dy, mask, mean, var, g, eps, dx, dg, db, rows, c);
+  else BnGrad<false>(x, dy, nullptr, mean, var, g, eps, dx, dg, db, rows, c);
   return info.Env().Undefined();
 }
 
