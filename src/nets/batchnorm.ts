@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { BatchNormConfig } from './init.js';
-import { leanConv2dClass } from './conv.js';
+import { stockLayerClass } from './stock.js';
 import { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL } from '../kernels.js';
 
 export { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL };
@@ -39,13 +39,6 @@ interface BatchNormInternals {
   movingVariance: { read(): tf.Tensor; write(t: tf.Tensor): void };
 }
 
-/** tfjs-layers' BatchNormalization class, from the serialization registry (its module is not exported). */
-function stockClass(): new (args: BatchNormArgs) => BatchNormLayer {
-  const entry = tf.serialization.SerializationMap.getMap().classNameMap['BatchNormalization'];
-  if (!entry) throw new Error('tfjs-layers did not register BatchNormalization');
-  return entry[0] as unknown as new (args: BatchNormArgs) => BatchNormLayer;
-}
-
 let fusedClass: (new (args: BatchNormArgs) => BatchNormLayer) | undefined;
 
 /**
@@ -56,7 +49,7 @@ let fusedClass: (new (args: BatchNormArgs) => BatchNormLayer) | undefined;
  */
 export function fusedBatchNormClass(): new (args: BatchNormArgs) => BatchNormLayer {
   if (fusedClass) return fusedClass;
-  const Base = stockClass() as unknown as new (args: BatchNormArgs) => BatchNormLayer & { call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[] };
+  const Base = stockLayerClass<new (args: BatchNormArgs) => BatchNormLayer>('BatchNormalization') as unknown as new (args: BatchNormArgs) => BatchNormLayer & { call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[] };
   class FusedBatchNormalization extends Base {
     /**
      * Set by {@link fuseBatchNormRelu} when every consumer of this layer is a ReLU: the training pass then emits
@@ -126,32 +119,4 @@ export function fuseBatchNormRelu(model: tfl.LayersModel): number {
 export function batchNorm(config: BatchNormConfig, extra: Omit<BatchNormArgs, 'momentum' | 'epsilon'> = {}): BatchNormLayer {
   const Cls = fusedBatchNormClass();
   return new Cls({ ...extra, momentum: config.momentum, epsilon: config.epsilon });
-}
-
-/**
- * Runs `build` (a synchronous deserialization, e.g. LayersModel.fromConfig) with BatchNormalization and Conv2D configs
- * turned into byol's layers (the fused batch norm, the lean convolution), then restores tfjs-layers' registry and
- * marks the batch norms a ReLU alone reads. (Sequential.fromConfig ignores custom objects, so the registry entries
- * themselves are swapped for the duration.)
- */
-export function withByolLayers<T>(build: () => T): T {
-  const map = tf.serialization.SerializationMap.getMap().classNameMap;
-  const swaps = [
-    ['BatchNormalization', fusedBatchNormClass()],
-    ['Conv2D', leanConv2dClass()],
-  ] as const;
-  const stock = swaps.map(([name]) => map[name]);
-  for (const [name, Cls] of swaps) {
-    const c = Cls as unknown as { fromConfig: unknown };
-    map[name] = [c, c.fromConfig] as unknown as (typeof map)[string];
-  }
-  try {
-    const built = build();
-    if (built instanceof tfl.LayersModel) fuseBatchNormRelu(built);
-    return built;
-  } finally {
-    swaps.forEach(([name], i) => {
-      if (stock[i]) map[name] = stock[i]!;
-    });
-  }
 }

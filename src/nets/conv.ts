@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+import { stockLayerClass } from './stock.js';
 
 type ConvArgs = Parameters<typeof tfl.layers.conv2d>[0];
 type ConvLayer = ReturnType<typeof tfl.layers.conv2d>;
@@ -24,9 +25,7 @@ let leanClass: (new (args: ConvArgs) => ConvLayer) | undefined;
  */
 export function leanConv2dClass(): new (args: ConvArgs) => ConvLayer {
   if (leanClass) return leanClass;
-  const entry = tf.serialization.SerializationMap.getMap().classNameMap['Conv2D'];
-  if (!entry) throw new Error('tfjs-layers did not register Conv2D');
-  const Base = entry[0] as unknown as new (args: ConvArgs) => ConvLayer & { call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[] };
+  const Base = stockLayerClass<new (args: ConvArgs) => ConvLayer>('Conv2D') as unknown as new (args: ConvArgs) => ConvLayer & { call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[] };
   class LeanConv2D extends Base {
     override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[] {
       const me = this as unknown as ConvInternals;

@@ -1,9 +1,10 @@
-import type * as tf from '@tensorflow/tfjs-core';
+import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { ByolError, describe, invalidOption } from '../errors.js';
 import { convNet } from './convnet.js';
 import type { BatchNormConfig } from './init.js';
-import { withByolLayers } from './batchnorm.js';
+import { fusedBatchNormClass, fuseBatchNormRelu } from './batchnorm.js';
+import { leanConv2dClass } from './conv.js';
 import { layersNet, type Net } from './net.js';
 import { resnet, type ResNetDepth } from './resnet.js';
 
@@ -117,6 +118,34 @@ function buildBuiltin(spec: BuiltinEncoderSpec, ctx: EncoderBuildContext): tfl.L
 
 function seedOf(ctx: EncoderBuildContext): { seed?: number } {
   return ctx.seed === undefined ? {} : { seed: ctx.seed };
+}
+
+/**
+ * Runs `build` (a synchronous deserialization, e.g. LayersModel.fromConfig) with BatchNormalization and Conv2D configs
+ * turned into byol's layers (the fused batch norm, the lean convolution), then restores tfjs-layers' registry and
+ * marks the batch norms a ReLU alone reads. (Sequential.fromConfig ignores custom objects, so the registry entries
+ * themselves are swapped for the duration.)
+ */
+function withByolLayers<T>(build: () => T): T {
+  const map = tf.serialization.SerializationMap.getMap().classNameMap;
+  const swaps = [
+    ['BatchNormalization', fusedBatchNormClass()],
+    ['Conv2D', leanConv2dClass()],
+  ] as const;
+  const stock = swaps.map(([name]) => map[name]);
+  for (const [name, Cls] of swaps) {
+    const c = Cls as unknown as { fromConfig: unknown };
+    map[name] = [c, c.fromConfig] as unknown as (typeof map)[string];
+  }
+  try {
+    const built = build();
+    if (built instanceof tfl.LayersModel) fuseBatchNormRelu(built);
+    return built;
+  } finally {
+    swaps.forEach(([name], i) => {
+      if (stock[i]) map[name] = stock[i]!;
+    });
+  }
 }
 
 /** A fresh LayersModel of the same architecture (new weights), from the model's config. */
