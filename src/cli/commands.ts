@@ -1003,8 +1003,7 @@ export async function runServe(argv: readonly string[], io: Io, stopped: Promise
       else if (seed !== undefined) {
         // A dataset (an image folder, fashion-mnist@test, …): embedded now, ids as byol embed writes them.
         const set = await embedDataset(fm, parseDatasetSpec(seed), flags, io);
-        seedIndex = new VectorIndex(set.featureDim, set.ids.length);
-        set.ids.forEach((id, i) => seedIndex!.add({ id, label: set.labels ? set.labels[i]! : null }, set.features.subarray(i * set.featureDim, (i + 1) * set.featureDim)));
+        seedIndex = VectorIndex.fromRows(set.featureDim, set.ids.map((id, i) => ({ id, label: set.labels ? set.labels[i]! : null })), set.features);
         io.out(`seeded with ${set.ids.length} embeddings of ${seed}`);
       }
       store = await IndexStore.open(indexPath, { dim, ...(seedIndex ? { seed: seedIndex } : {}), log: io.err });

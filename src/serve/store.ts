@@ -62,9 +62,7 @@ export function decodeSnapshot(bytes: Uint8Array, path: string): { index: Vector
   if (!(Number.isInteger(h.dim) && h.dim > 0 && Array.isArray(h.items) && h.items.length === h.count) || bytes.length !== start + h.count * h.dim * 4) throw bad('sizes do not agree');
   const copy = bytes.slice(start);
   const data = new Float32Array(copy.buffer, 0, h.count * h.dim);
-  const index = new VectorIndex(h.dim, h.count);
-  h.items.forEach(([id, label], i) => index.add({ id, label }, data.subarray(i * h.dim, (i + 1) * h.dim)));
-  return { index, seq: h.seq };
+  return { index: VectorIndex.fromRows(h.dim, h.items.map(([id, label]) => ({ id, label })), data), seq: h.seq };
 }
 
 /** Embeddings from `byol embed FILE.npy` and the ids and labels in FILE.jsonl beside it. */
@@ -78,8 +76,7 @@ export async function loadEmbeddings(npyPath: string): Promise<VectorIndex> {
     throw new ByolError('INVALID_DATA', `${shownPath(side)}: missing; byol embed writes the ids of ${shownPath(npyPath)} there`, side);
   }
   if (lines.length !== rows) throw new ByolError('INVALID_DATA', `${shownPath(side)}: ${lines.length} lines for ${rows} embeddings`, side);
-  const index = new VectorIndex(dim, rows);
-  lines.forEach((l, i) => {
+  const items = lines.map((l, i) => {
     let r: { id?: unknown; label?: unknown };
     try {
       r = JSON.parse(l) as typeof r;
@@ -87,9 +84,9 @@ export async function loadEmbeddings(npyPath: string): Promise<VectorIndex> {
       throw new ByolError('INVALID_DATA', `${shownPath(side)}: line ${i + 1} is not JSON`, side);
     }
     const label = typeof r.label === 'string' || typeof r.label === 'number' ? r.label : null;
-    index.add({ id: String(r.id ?? i), label }, data.subarray(i * dim, (i + 1) * dim));
+    return { id: String(r.id ?? i), label };
   });
-  return index;
+  return VectorIndex.fromRows(dim, items, data);
 }
 
 type JournalLine = { seq: number; op: 'add'; id: string; label: string | number | null; v: string } | { seq: number; op: 'remove'; id: string };

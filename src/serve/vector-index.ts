@@ -46,6 +46,13 @@ export class VectorIndex {
     this.data = new Float32Array(dim * Math.max(1, capacity));
   }
 
+  /** An index of `items`, item i's embedding being row i of `data` ([items.length, dim], row-major). */
+  static fromRows(dim: number, items: readonly Item[], data: Float32Array): VectorIndex {
+    const index = new VectorIndex(dim, items.length);
+    items.forEach((item, i) => index.add(item, data.subarray(i * dim, (i + 1) * dim)));
+    return index;
+  }
+
   get size(): number {
     return this.items.length;
   }
