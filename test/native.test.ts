@@ -70,6 +70,36 @@ test('native Conv2D and both of its gradients match the cpu backend', { skip }, 
   relClose(got[0]!, ref[0]!, 1e-4, 'dilated');
 });
 
+test('the matrix-product (im2col) convolution forward matches the cpu backend on every geometry; tuned mode keeps it only for small multi-tap shapes', { skip }, async () => {
+  const a = addon!;
+  try {
+    a.setConvGemm(1);
+    const cases = [...convCases.map((c, i) => ({ ...c, i })), { x: [2, 12, 12, 3], f: [3, 3, 3, 2], s: 1 as const, p: 'same' as const, d: 2, i: 90 }];
+    for (const c of cases) {
+      const [ref, got] = await both(() => [tf.conv2d(rand(c.x, c.i) as tf.Tensor4D, rand(c.f, c.i + 50) as tf.Tensor4D, c.s, c.p, 'NHWC', c.d ?? 1)]);
+      relClose(got[0]!, ref[0]!, 1e-4, `gemm case ${c.i}`);
+    }
+    // Tuned: a 4×4 image with a 3×3 kernel is a candidate (both forms timed), a 1×1 kernel and a 9×9 image are not.
+    a.setConvGemm(2);
+    const shapes = [
+      { x: [4, 4, 4, 32], f: [3, 3, 32, 32] },
+      { x: [4, 4, 4, 32], f: [1, 1, 32, 32] },
+      { x: [2, 9, 9, 8], f: [3, 3, 8, 8] },
+    ];
+    for (const [i, c] of shapes.entries()) {
+      const [ref, got] = await both(() => [tf.conv2d(rand(c.x, i) as tf.Tensor4D, rand(c.f, i + 7) as tf.Tensor4D, 1, 'same')]);
+      relClose(got[0]!, ref[0]!, 1e-4, `tuned shape ${i}`);
+    }
+    for (const key of a.convGemmShapes()) {
+      const n = key.split(',').slice(2).map(Number); // fwd,<precision>,x[4],w[4],y[4],...
+      assert.ok(n[4]! * n[5]! > 1 && n[9]! * n[10]! <= 64, `tuned into the matrix product: ${key}`);
+    }
+  } finally {
+    a.setConvGemm(2);
+  }
+  assert.throws(() => a.setConvGemm(3 as 2), /0, 1 or 2/);
+});
+
 test('native fused convolution and matrix products (bias, ReLU, transposes, batches) match the cpu backend', { skip }, async () => {
   const [ref, got] = await both(() => {
     const x = rand([2, 8, 8, 3], 3) as tf.Tensor4D;
@@ -412,8 +442,9 @@ test('the primitive cache is bounded: 200 distinct shapes keep at most its limit
       if (width === 40 || width === 200) { out.after.push(rss()); out.stats.push(a.cacheStats()); }
     }
     console.log(JSON.stringify(out));`;
+  // Direct convolutions only: tuning would add a matrix-product primitive beside each 1×W convolution.
   const run = (env: Record<string, string>) => {
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 120_000 });
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, BYOL_NATIVE_CONV_GEMM: '0', ...env }, timeout: 120_000 });
     assert.equal(r.status, 0, r.stderr);
     return JSON.parse(r.stdout) as { after: number[]; stats: { entries: number; bytes: number; limit: number; byteLimit: number }[] };
   };

@@ -17,6 +17,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <chrono>
+#include <functional>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -260,12 +262,10 @@ memory As(const memory::desc& want, const memory& user, memory& buf) {
 }
 PrimitiveCache cache;
 
-// conv2dForward(x, w, y, xShape, wShape, yShape, strides, dilations, padTL, padBR)
-Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
-  ConvGeom g = ReadGeom(info, 3);
-  float* x = Data(info[0], Prod(g.x), "x");
-  float* w = Data(info[1], Prod(g.w), "filter");
-  float* y = Data(info[2], Prod(g.y), "y");
+void MatMulInto(const float* a, const float* b, float* c, int64_t ba, int64_t bb, int64_t m, int64_t k, int64_t n, bool ta, bool tb);
+
+// The direct (oneDNN convolution) forward.
+void ForwardDirect(const ConvGeom& g, float* x, float* w, float* y) {
   std::string key = g.Key("fwd");
   CachedConv* c = cache.Find(key);
   if (!c) {
@@ -278,7 +278,109 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   c->prim.execute(Stream(), {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}});
   Stream().wait();
   cache.Account(c);
+}
+
+// The same forward as one matrix product: the input's patches as rows (im2col, [N·OH·OW, KH·KW·C]) times the HWIO
+// filter read as [KH·KW·C, O] gives the NHWC output directly. oneDNN 2.6's only NHWC fp32 kernel for small images
+// (brgconv) runs ResNet-18's 4×4×512 3×3 convolution at ~250-280 GFLOP/s here, where the same product as a matmul runs
+// at ~400 (17-19 ms against 12 + 1 for the patches, ×12 per step).
+std::vector<float>& PatchScratch() {
+  static std::vector<float> v;  // calls run one at a time; grown to the largest patch matrix seen, then reused
+  return v;
+}
+
+void ForwardGemm(const ConvGeom& g, const float* x, const float* w, float* y) {
+  const int64_t H = g.x[1], W = g.x[2], C = g.x[3], KH = g.w[0], KW = g.w[1], OH = g.y[1], OW = g.y[2];
+  const int64_t rows = g.y[0] * OH * OW, K = KH * KW * C;
+  std::vector<float>& scratch = PatchScratch();
+  if (scratch.size() < size_t(rows * K)) scratch.resize(size_t(rows * K));
+  float* col = scratch.data();
+#pragma omp parallel for schedule(static) if (rows * K > 32768)
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t n = r / (OH * OW), oy = (r / OW) % OH, ox = r % OW;
+    float* dst = col + r * K;
+    for (int64_t ky = 0; ky < KH; ky++) {
+      const int64_t iy = oy * g.strides[0] - g.padTL[0] + ky * g.dil[0];
+      for (int64_t kx = 0; kx < KW; kx++, dst += C) {
+        const int64_t ix = ox * g.strides[1] - g.padTL[1] + kx * g.dil[1];
+        if (iy < 0 || iy >= H || ix < 0 || ix >= W)
+          std::memset(dst, 0, size_t(C) * sizeof(float));
+        else
+          std::memcpy(dst, x + ((n * H + iy) * W + ix) * C, size_t(C) * sizeof(float));
+      }
+    }
+  }
+  MatMulInto(col, w, y, 1, 1, rows, K, g.w[3], false, false);
+}
+
+// Which forward a convolution takes: 0 always direct, 1 the matrix product wherever it applies (tests), 2 (default)
+// tuned per shape — BYOL_NATIVE_CONV_GEMM=0/1 at load, or setConvGemm(mode).
+int g_convGemm = [] {
+  const char* v = std::getenv("BYOL_NATIVE_CONV_GEMM");
+  return v && (std::strcmp(v, "0") == 0 || std::strcmp(v, "1") == 0) ? v[0] - '0' : 2;
+}();
+// Tuned choices by geometry key (true: the matrix product). Bounded: a process that meets endless shapes starts over.
+std::unordered_map<std::string, bool> g_gemmChoice;
+
+double TimeMs(const std::function<void()>& f) {
+  auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Whether this forward takes the matrix product. In tuned mode a shape is a candidate only where oneDNN's direct
+// kernels are weak (kernel larger than 1×1 — a 1×1 convolution is a matrix product already — and at most 64 output
+// pixels per image); the first call of each candidate shape runs both forms three times after a warm-up and keeps the
+// product only if its best time is at least 15 % under the direct one's — a margin, so that noise does not flip
+// near-ties (and with them the last bits of results) from one process to the next. The choice is kept for the
+// process's life.
+bool UseGemm(const ConvGeom& g, float* x, float* w, float* y) {
+  if (g_convGemm == 0 || g.w[0] * g.w[1] == 1) return false;
+  if (g_convGemm == 1) return true;
+  if (g.y[1] * g.y[2] > 64) return false;
+  std::string key = g.Key("fwd");
+  auto it = g_gemmChoice.find(key);
+  if (it != g_gemmChoice.end()) return it->second;
+  ForwardDirect(g, x, w, y);
+  ForwardGemm(g, x, w, y);
+  double direct = 1e300, gemm = 1e300;
+  for (int round = 0; round < 3; round++) {
+    direct = std::min(direct, TimeMs([&] { ForwardDirect(g, x, w, y); }));
+    gemm = std::min(gemm, TimeMs([&] { ForwardGemm(g, x, w, y); }));
+  }
+  if (g_gemmChoice.size() >= 4096) g_gemmChoice.clear();
+  return g_gemmChoice[key] = gemm < 0.85 * direct;
+}
+
+// conv2dForward(x, w, y, xShape, wShape, yShape, strides, dilations, padTL, padBR)
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  ConvGeom g = ReadGeom(info, 3);
+  float* x = Data(info[0], Prod(g.x), "x");
+  float* w = Data(info[1], Prod(g.w), "filter");
+  float* y = Data(info[2], Prod(g.y), "y");
+  if (UseGemm(g, x, w, y))
+    ForwardGemm(g, x, w, y);
+  else
+    ForwardDirect(g, x, w, y);
   return info.Env().Undefined();
+}
+
+// setConvGemm(mode): which forward convolutions take (see g_convGemm); forgets tuned choices.
+Napi::Value SetConvGemm(const Napi::CallbackInfo& info) {
+  int mode = info[0].As<Napi::Number>().Int32Value();
+  if (mode < 0 || mode > 2) throw Napi::RangeError::New(info.Env(), "conv gemm mode must be 0, 1 or 2");
+  g_convGemm = mode;
+  g_gemmChoice.clear();
+  return info.Env().Undefined();
+}
+
+// convGemmShapes(): the tuned shapes that take the matrix product (geometry keys), for tests and benches.
+Napi::Value ConvGemmShapes(const Napi::CallbackInfo& info) {
+  Napi::Array out = Napi::Array::New(info.Env());
+  uint32_t i = 0;
+  for (auto& [key, gemm] : g_gemmChoice)
+    if (gemm) out.Set(i++, key);
+  return out;
 }
 
 // conv2dBackpropInput(dy, w, dx, xShape, wShape, yShape, ...)
@@ -330,20 +432,10 @@ Napi::Value Conv2dBackpropFilter(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// matMul(a, b, c, batch, m, k, n, transposeA, transposeB): c[batch, m, n] = op(a) · op(b); a is [batch, m, k]
-// ([batch, k, m] when transposed), b is [batch, k, n] ([batch, n, k] when transposed). Batch 1 broadcasts.
-Napi::Value MatMul(const Napi::CallbackInfo& info) {
-  int64_t ba = info[3].As<Napi::Number>().Int64Value();
-  int64_t bb = info[4].As<Napi::Number>().Int64Value();
-  int64_t m = info[5].As<Napi::Number>().Int64Value();
-  int64_t k = info[6].As<Napi::Number>().Int64Value();
-  int64_t n = info[7].As<Napi::Number>().Int64Value();
-  bool ta = info[8].As<Napi::Boolean>().Value();
-  bool tb = info[9].As<Napi::Boolean>().Value();
+// c[bc, m, n] = op(a) · op(b) through a cached oneDNN matmul: a is [ba, m, k] ([ba, k, m] when transposed), b is
+// [bb, k, n] ([bb, n, k] when transposed); a batch of 1 broadcasts. In bf16 mode a and b are converted on the way in.
+void MatMulInto(const float* a, const float* b, float* c, int64_t ba, int64_t bb, int64_t m, int64_t k, int64_t n, bool ta, bool tb) {
   int64_t bc = std::max(ba, bb);
-  float* a = Data(info[0], ba * m * k, "a");
-  float* b = Data(info[1], bb * k * n, "b");
-  float* c = Data(info[2], bc * m * n, "c");
   memory::desc amd({ba, m, k}, dt::f32, ta ? memory::dims{m * k, 1, m} : memory::dims{m * k, k, 1});
   memory::desc bmd({bb, k, n}, dt::f32, tb ? memory::dims{k * n, 1, k} : memory::dims{k * n, n, 1});
   memory::desc cmd({bc, m, n}, dt::f32, memory::dims{m * n, n, 1});
@@ -355,11 +447,27 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
     auto pd = MatmulPd(low(amd), low(bmd), cmd);
     e = cache.Insert(key.str(), CachedConv{dnnl::matmul(pd), pd.weights_desc(), pd.src_desc(), {}});
   }
-  memory am(amd, Engine(), a), bm(bmd, Engine(), b), cm(cmd, Engine(), c);
+  memory am(amd, Engine(), const_cast<float*>(a)), bm(bmd, Engine(), const_cast<float*>(b)), cm(cmd, Engine(), c);
   memory al = As(e->in1, am, e->in1Buf), bl = As(e->weights, bm, e->wBuf);
   e->prim.execute(Stream(), {{DNNL_ARG_SRC, al}, {DNNL_ARG_WEIGHTS, bl}, {DNNL_ARG_DST, cm}});
   Stream().wait();
   cache.Account(e);
+}
+
+// matMul(a, b, c, batch, m, k, n, transposeA, transposeB): c[batch, m, n] = op(a) · op(b); a is [batch, m, k]
+// ([batch, k, m] when transposed), b is [batch, k, n] ([batch, n, k] when transposed). Batch 1 broadcasts.
+Napi::Value MatMul(const Napi::CallbackInfo& info) {
+  int64_t ba = info[3].As<Napi::Number>().Int64Value();
+  int64_t bb = info[4].As<Napi::Number>().Int64Value();
+  int64_t m = info[5].As<Napi::Number>().Int64Value();
+  int64_t k = info[6].As<Napi::Number>().Int64Value();
+  int64_t n = info[7].As<Napi::Number>().Int64Value();
+  bool ta = info[8].As<Napi::Boolean>().Value();
+  bool tb = info[9].As<Napi::Boolean>().Value();
+  float* a = Data(info[0], ba * m * k, "a");
+  float* b = Data(info[1], bb * k * n, "b");
+  float* c = Data(info[2], std::max(ba, bb) * m * n, "c");
+  MatMulInto(a, b, c, ba, bb, m, k, n, ta, tb);
   return info.Env().Undefined();
 }
 
@@ -1009,6 +1117,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("larsUpdate", Napi::Function::New(env, Guard<LarsUpdate>));
   exports.Set("emaUpdate", Napi::Function::New(env, Guard<EmaUpdate>));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("setConvGemm", Napi::Function::New(env, Guard<SetConvGemm>));
+  exports.Set("convGemmShapes", Napi::Function::New(env, ConvGemmShapes));
   exports.Set("setBf16", Napi::Function::New(env, SetBf16));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("cacheSize", Napi::Function::New(env, CacheSize));

@@ -31,6 +31,13 @@ interface Addon {
   bnTrainGrad(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array, eps: number, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, y: Float32Array | null): void;
   setBf16(on: boolean): boolean;
   setThreads(n: number): void;
+  /**
+   * Which forward convolutions take: 0 oneDNN's convolution always, 1 the im2col matrix product wherever it applies,
+   * 2 (default; env BYOL_NATIVE_CONV_GEMM) tuned per shape on its first call. Forgets tuned choices.
+   */
+  setConvGemm(mode: 0 | 1 | 2): void;
+  /** The geometry keys of tuned shapes whose forward takes the matrix product. */
+  convGemmShapes(): string[];
   getThreads(): number;
   cacheSize(): number;
   /** The primitive cache: entries, bytes of conversion buffers, and their limits. */
