@@ -426,6 +426,62 @@ test('bf16 mode: convolutions, their gradients and matrix products within bf16 p
   await useBackend('cpu');
 });
 
+test('converted copies (filter layouts, bf16 inputs) serve every call on the same tensor, never a later tensor in the same memory, and go with their tensor', { skip }, async () => {
+  const a = addon!;
+  await useBackend('native');
+  const precisions = setNativePrecision('bf16') ? (['fp32', 'bf16'] as const) : (['fp32'] as const);
+  try {
+    for (const precision of precisions) {
+      setNativePrecision(precision);
+      // A forward and both gradients of two convolutions with the same filter (two views), as a training step has.
+      const step = (w: tf.Tensor4D) =>
+        tf.tidy(() => {
+          const x1 = rand([2, 8, 8, 16], 1) as tf.Tensor4D;
+          const x2 = rand([2, 8, 8, 16], 2) as tf.Tensor4D;
+          const g = tf.grads((f: tf.Tensor) => tf.add(tf.sum(tf.square(tf.conv2d(x1, f as tf.Tensor4D, 1, 'same'))), tf.sum(tf.conv2d(x2, f as tf.Tensor4D, 2, 'same'))));
+          const [df] = g([w]);
+          return [tf.conv2d(x1, w, 1, 'same'), df!].map((t) => Array.from(t.dataSync()));
+        });
+      const before = a.convertedStats();
+      a.setConvertedLimit(0);
+      const w1 = rand([3, 3, 16, 32], 5) as tf.Tensor4D;
+      const plain = step(w1);
+      a.setConvertedLimit(1 << 30);
+      const kept = step(w1);
+      // The same conversions, once: bit-equal to converting in every call.
+      assert.deepEqual(kept, plain, `${precision}: copies change no value`);
+      assert.ok(a.convertedStats().tokens > before.tokens, `${precision}: the live filter's copy is kept`);
+      const bytes = a.convertedStats().bytes;
+      step(w1);
+      assert.equal(a.convertedStats().bytes, bytes, `${precision}: a second step on the same filter converts nothing new`);
+      // Another filter of that shape while w1's copy is kept, then one after w1 is gone (most likely in its memory):
+      // each gets its own copy.
+      const w2 = rand([3, 3, 16, 32], 6) as tf.Tensor4D;
+      const other = step(w2);
+      w1.dispose();
+      const w3 = tf.mul(w2, -1) as tf.Tensor4D;
+      const later = step(w3);
+      a.setConvertedLimit(0);
+      assert.deepEqual(other, step(w2), `${precision}: a second live filter gets its own copy`);
+      assert.deepEqual(later, step(w3), `${precision}: a new tensor in old memory gets its own copy`);
+      w2.dispose();
+      w3.dispose();
+      a.setConvertedLimit(1 << 30);
+      assert.deepEqual(a.convertedStats(), before, `${precision}: every copy went with its tensor`);
+      // Bounded: with room for less than one filter copy, none outlives its call.
+      a.setConvertedLimit(1000);
+      const w4 = rand([3, 3, 16, 32], 7) as tf.Tensor4D;
+      step(w4);
+      assert.ok(a.convertedStats().bytes <= 1000 + 3 * 3 * 16 * 32 * 4, JSON.stringify(a.convertedStats()));
+      w4.dispose();
+    }
+  } finally {
+    a.setConvertedLimit(1 << 30);
+    setNativePrecision('fp32');
+    await useBackend('cpu');
+  }
+});
+
 test('the primitive cache is bounded: 200 distinct shapes keep at most its limits, and resident memory stops growing', { skip }, async () => {
   const { spawnSync } = await import('node:child_process');
   // In a process of its own, so that resident memory is this test's alone. Each shape gets a conv with a

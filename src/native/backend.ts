@@ -12,9 +12,15 @@ import { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL
 import { BufferPool } from './pool.js';
 
 interface Addon {
-  conv2dForward(x: Float32Array, w: Float32Array, y: Float32Array, ...geom: number[][]): void;
-  conv2dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, ...geom: number[][]): void;
-  conv2dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, ...geom: number[][]): void;
+  /** Trailing numbers after the 7 geometry arrays: tokens of the tensors whose converted copies may be kept (see tokenOf). */
+  conv2dForward(x: Float32Array, w: Float32Array, y: Float32Array, ...geomThenWToken: (number[] | number)[]): void;
+  conv2dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, ...geomThenWTokenDyToken: (number[] | number)[]): void;
+  conv2dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, ...geomThenDyToken: (number[] | number)[]): void;
+  /** Drops the converted copies (filter layouts, bf16) kept for a token's tensor. */
+  forgetConverted(token: number): void;
+  convertedStats(): { tokens: number; bytes: number };
+  /** Bounds the converted copies' bytes (oldest out first; 0 keeps none; env BYOL_NATIVE_CONVERTED_MB). */
+  setConvertedLimit(bytes: number): void;
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, batchA: number, batchB: number, m: number, k: number, n: number, ta: boolean, tb: boolean): void;
   binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, mode: number, inner: number): void;
   reduce(op: number, x: Float32Array, out: Float32Array, outer: number, inner: number, leading: boolean): void;
@@ -109,6 +115,20 @@ function poolLimitBytes(): number {
 /** Output buffers of every native kernel (see pool.ts). */
 const pool = new BufferPool(poolLimitBytes());
 
+/**
+ * Tokens naming tensors' data for the addon's converted copies (a filter reordered to oneDNN's layout, an input in
+ * bf16), which then serve every call that reads the same tensor: the forward of both views, both backward-data passes.
+ * A data id's values never change once written, and a token is never reused, so a copy can never be stale; the
+ * backend forgets a token when its data id is disposed.
+ */
+const tokens = new WeakMap<object, number>();
+let nextToken = 1;
+function tokenOf(dataId: object): number {
+  let t = tokens.get(dataId);
+  if (t === undefined) tokens.set(dataId, (t = nextToken++));
+  return t;
+}
+
 /** How deep we are in cpu-backend kernels: their reads of inputs need no defensive copy. */
 let kernelDepth = 0;
 
@@ -124,6 +144,13 @@ export class NativeBackend extends MathBackendCPU {
     const entry = this.data.get(dataId);
     const released = super.disposeData(dataId, force);
     if (released && entry) pool.give(entry.values);
+    if (released) {
+      const token = tokens.get(dataId);
+      if (token !== undefined) {
+        tokens.delete(dataId);
+        addon?.forgetConverted(token);
+      }
+    }
     return released;
   }
 
@@ -231,7 +258,7 @@ function registerKernels(a: Addon): void {
     if (at.dataFormat === 'NCHW' || x.dtype !== 'float32' || extra || (bias && bias.shape.length !== 1)) return fallback(name, args);
     const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filter.shape as [number, number, number, number], at.strides, at.dilations, at.pad, at.dimRoundingMode, false, 'channelsLast');
     const out = uninit(tf.util.sizeFromShape(info.outShape));
-    a.conv2dForward(values(backend, x), values(backend, filter), out, ...convGeometry(info));
+    a.conv2dForward(values(backend, x), values(backend, filter), out, ...convGeometry(info), tokenOf(filter.dataId));
     biasActivation(out, bias ? values(backend, bias) : null, at.activation);
     return backend.makeTensorInfo(info.outShape, 'float32', out);
   };
@@ -262,14 +289,14 @@ function registerKernels(a: Addon): void {
     const { dy, filter } = args.inputs as { dy: Info; filter: Info };
     const { inputShape } = args.attrs as unknown as { inputShape: Shape4 };
     return convGrad('Conv2DBackpropInput', args, dy, inputShape, filter.shape as Shape4, inputShape, (backend, out, geometry) =>
-      a.conv2dBackpropInput(values(backend, dy), values(backend, filter), out, ...geometry),
+      a.conv2dBackpropInput(values(backend, dy), values(backend, filter), out, ...geometry, tokenOf(filter.dataId), tokenOf(dy.dataId)),
     );
   });
   reg('Conv2DBackpropFilter', (args) => {
     const { x, dy } = args.inputs as { x: Info; dy: Info };
     const { filterShape } = args.attrs as unknown as { filterShape: Shape4 };
     return convGrad('Conv2DBackpropFilter', args, x, x.shape as Shape4, filterShape, filterShape, (backend, out, geometry) =>
-      a.conv2dBackpropFilter(values(backend, x), values(backend, dy), out, ...geometry),
+      a.conv2dBackpropFilter(values(backend, x), values(backend, dy), out, ...geometry, tokenOf(dy.dataId)),
     );
   });
 
