@@ -81,7 +81,7 @@ export async function useFastestBackend(log: (line: string) => void = (l) => con
   await useBackend('wasm');
   return 'wasm';
 }
-export { registerNativeBackend, loadNativeAddon, nativeLoadError, NativeBackend, releaseNativeMemory, setNativePrecision, type NativePrecision } from './native/backend.js';
+export { registerNativeBackend, loadNativeAddon, nativeLoadError, NativeBackend, releaseNativeMemory, setNativePrecision, type NativePrecision, type NativePrecisionOptions } from './native/backend.js';
 export { saveCheckpoint, loadCheckpoint } from './io/checkpoint.js';
 export { saveLayersModelDir, loadLayersModelDir, type SaveModelOptions } from './io/model-dir.js';
 export { encodeNpy } from './io/npy.js';

@@ -8,6 +8,7 @@ import { cloneArchitecture } from '../src/nets/encoder.js';
 import { convNet } from '../src/nets/convnet.js';
 import { mlpHead } from '../src/nets/mlp.js';
 import { resnet } from '../src/nets/resnet.js';
+import { isStoredBf16 } from '../src/native/backend.js';
 
 const addon = loadNativeAddon();
 const skip = addon ? false : `native addon not built (${nativeLoadError()})`;
@@ -430,6 +431,8 @@ test('converted copies (filter layouts, bf16 inputs) serve every call on the sam
   const a = addon!;
   await useBackend('native');
   const precisions = setNativePrecision('bf16') ? (['fp32', 'bf16'] as const) : (['fp32'] as const);
+  // Direct convolutions only: a forward tuned into the matrix product reads the filter as it is (no copy).
+  a.setConvGemm(0);
   try {
     for (const precision of precisions) {
       setNativePrecision(precision);
@@ -476,7 +479,145 @@ test('converted copies (filter layouts, bf16 inputs) serve every call on the sam
       w4.dispose();
     }
   } finally {
+    a.setConvGemm(2);
     a.setConvertedLimit(1 << 30);
+    setNativePrecision('fp32');
+    await useBackend('cpu');
+  }
+});
+
+/** float32 → bfloat16 → float32, rounding to nearest even (NaN stays NaN): the reference of bf16 storage. */
+function roundBf16(v: number): number {
+  const f = new Float32Array([v]);
+  const u = new Uint32Array(f.buffer);
+  const bits = u[0]!;
+  if ((bits & 0x7fffffff) > 0x7f800000) return NaN;
+  u[0] = ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) << 16;
+  return f[0]!;
+}
+
+test('bf16 activations: ReLU and batch norm + ReLU outputs stored as bf16 (rounded to nearest even), read right by every reader, turned back for good; convolutions and their gradients see exactly what they would have converted', { skip }, async (t) => {
+  await useBackend('native');
+  if (!setNativePrecision('bf16')) {
+    t.skip('this CPU has no fast bf16 kernels');
+    await useBackend('cpu');
+    return;
+  }
+  try {
+    // The addon's conversion against the reference, with ties, signs, tiny and huge values, ±∞ and NaN.
+    const special = [0, -0, 1, -1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9, 3.4e38, -3.4e38, 1e-30, Infinity, -Infinity, NaN, 0.1, -7.3];
+    const xs = Float32Array.from({ length: 1001 }, (_, i) => (i < special.length ? special[i]! : Math.sin(i * 12.9898) * 10 ** ((i % 9) - 4)));
+    const packedXs = new Float32Array(Math.ceil(xs.length / 2));
+    const back = new Float32Array(xs.length);
+    addon!.packBf16(xs, packedXs);
+    addon!.unpackBf16(packedXs, back);
+    xs.forEach((v, i) => assert.ok(Object.is(back[i], Math.fround(roundBf16(v))) || (Number.isNaN(back[i]) && Number.isNaN(v)), `bf16(${v}) = ${back[i]}, expected ${roundBf16(v)}`));
+
+    const x = rand([2, 6, 6, 8], 3) as tf.Tensor4D;
+    const expected = Array.from(x.dataSync(), (v) => roundBf16(Math.max(0, v)));
+    const start = tf.memory().numTensors;
+    // dataSync: rounded values, and float32 for good afterwards.
+    const r = tf.relu(x);
+    assert.equal(isStoredBf16(r), true);
+    assert.deepEqual(Array.from(r.dataSync()), expected);
+    assert.equal(isStoredBf16(r), false);
+    r.dispose();
+    // A 2-D ReLU (a head's) stays float32.
+    tf.tidy(() => assert.equal(isStoredBf16(tf.relu(tf.reshape(x, [24, 24]))), false));
+    // Readers that know nothing of bf16 (cpu kernels: transpose, a contiguous slice's view; native reductions) and
+    // those that read it as it is (max pooling and its gradient, sums, ReLU) each see the rounded values.
+    const rounded = tf.tensor(expected, x.shape);
+    const readers: [string, (v: tf.Tensor) => tf.Tensor][] = [
+      ['transpose', (v) => tf.transpose(v, [0, 3, 1, 2])],
+      ['slice', (v) => tf.slice(v, [1, 0, 0, 0], [1, 6, 6, 8])],
+      ['mean', (v) => tf.mean(v, [1, 2])],
+      ['maxPool', (v) => tf.maxPool(v as tf.Tensor4D, 2, 2, 'valid')],
+      ['maxPool twice', (v) => tf.maxPool(tf.maxPool(v as tf.Tensor4D, 2, 1, 'same'), 3, 2, 'same')],
+      ['maxPool gradient', (v) => tf.grad((u: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(u as tf.Tensor4D, 2, 2, 'valid'), tf.reshape(tf.range(1, 9 * 8 * 2 + 1), [2, 3, 3, 8]))))(v)],
+      ['add', (v) => tf.add(v, x)],
+      ['add both', (v) => tf.add(v, tf.relu(tf.neg(x)))],
+      ['relu again', (v) => tf.relu(v)],
+    ];
+    for (const [name, read] of readers) {
+      const got = tf.tidy(() => {
+        const stored = tf.relu(x);
+        assert.equal(isStoredBf16(stored), true, name);
+        return Array.from(read(stored).dataSync());
+      });
+      const ref = tf.tidy(() => Array.from(read(rounded).dataSync()));
+      // 'add both': the second operand is stored as bf16 too.
+      const want = name === 'add both' ? tf.tidy(() => Array.from(tf.add(rounded, tf.tensor(Array.from(tf.relu(tf.neg(x)).dataSync()), x.shape)).dataSync())) : ref;
+      relClose(got, want, 1e-6, `reader ${name}`);
+    }
+    // Convolutions and both gradients read stored bf16 exactly as they would have converted float32 themselves (direct
+    // convolutions: a forward tuned into the matrix product would sum in another order).
+    addon!.setConvGemm(0);
+    const w = tf.tidy(() => tf.mul(rand([3, 3, 8, 4], 4), 0.3)) as tf.Tensor4D;
+    const probe = rand([2, 3, 3, 4], 5);
+    const convRun = () =>
+      tf.tidy(() => {
+        const f = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(tf.relu(a) as tf.Tensor4D, b as tf.Tensor4D, 2, 'same'), probe));
+        const [dx, dw] = tf.grads(f)([x, w]);
+        return [tf.conv2d(tf.relu(x), w, 2, 'same'), dx!, dw!].map((v) => Array.from(v.dataSync()));
+      });
+    const withStorage = convRun();
+    setNativePrecision('bf16', { bf16Activations: false });
+    const withoutStorage = convRun();
+    assert.deepEqual(withStorage, withoutStorage, 'convolution on stored bf16 = on float32 converted by oneDNN');
+    addon!.setConvGemm(2);
+    setNativePrecision('bf16');
+    tf.dispose([rounded, w, probe]);
+    assert.equal(tf.memory().numTensors, start, 'tensors left behind');
+    x.dispose();
+
+    // Residual blocks in training mode (batch norm + ReLU fused, residual sums reading stored shortcuts, global
+    // pooling reading a stored block output), 2 048 values per batch-norm channel: the loss and every gradient with
+    // bf16 activations stay as close to fp32 as bf16 arithmetic alone keeps them (a misread bf16 buffer or a wrong
+    // mask would be off by ~100 %, or NaN).
+    const bn = { momentum: 0.9, epsilon: 1e-5 };
+    const input = tfl.input({ shape: [12, 12, 3] });
+    const conv = (v: tfl.SymbolicTensor, name: string) =>
+      tfl.layers.conv2d({ filters: 16, kernelSize: 3, padding: 'same', useBias: false, name, kernelInitializer: tfl.initializers.glorotNormal({ seed: name.length }) }).apply(v) as tfl.SymbolicTensor;
+    let h = tfl.layers.reLU().apply(batchNorm(bn).apply(conv(input, 'stem'))) as tfl.SymbolicTensor;
+    for (const b of ['a', 'b']) {
+      const y = tfl.layers.reLU().apply(batchNorm(bn).apply(conv(h, `${b}1`))) as tfl.SymbolicTensor;
+      const z = batchNorm(bn).apply(conv(y, `${b}22`)) as tfl.SymbolicTensor;
+      h = tfl.layers.reLU().apply(tfl.layers.add().apply([z, h])) as tfl.SymbolicTensor;
+    }
+    const model = tfl.model({ inputs: input, outputs: tfl.layers.globalAveragePooling2d({}).apply(h) as tfl.SymbolicTensor });
+    assert.equal(fuseBatchNormRelu(model), 3);
+    const xi = rand([8, 12, 12, 3], 7);
+    const target = rand([8, 16], 8);
+    const grads = (precision: 'fp32' | 'bf16', storage: boolean) => {
+      setNativePrecision(precision, { bf16Activations: storage });
+      const before = model.getWeights().map((v) => v.clone());
+      const out = tf.tidy(() => {
+        const loss = () => tf.sum(tf.square(tf.sub(model.apply(xi, { training: true }) as tf.Tensor, target))) as tf.Scalar;
+        const { value, grads: g } = tf.variableGrads(loss, model.trainableWeights.map((v) => v.read() as tf.Variable));
+        return [value, ...Object.values(g)].map((v) => Array.from(v.dataSync()));
+      });
+      model.setWeights(before); // the moving statistics, as they were
+      tf.dispose(before);
+      return out;
+    };
+    const stored = grads('bf16', true);
+    const plain = grads('bf16', false);
+    const fp32 = grads('fp32', false);
+    const norm = (a: number[], b: number[]) => Math.sqrt(a.reduce((s, v, i) => s + (v - b[i]!) ** 2, 0) / Math.max(1e-30, b.reduce((s, v) => s + v * v, 0)));
+    let changed = 0;
+    stored.forEach((g, i) => {
+      const storageError = norm(g, plain[i]!);
+      const bf16Error = norm(plain[i]!, fp32[i]!);
+      changed = Math.max(changed, storageError);
+      assert.ok(storageError <= Math.max(2 * bf16Error, 1e-2) && norm(g, fp32[i]!) < 0.2, `loss/gradient ${i}: bf16 activations ${storageError.toExponential(2)} from float32 activations, bf16 alone ${bf16Error.toExponential(2)} from fp32`);
+    });
+    // Not the same numbers: the residual sums really read rounded shortcuts.
+    assert.ok(changed > 0, 'bf16 activations changed nothing');
+    tf.dispose([xi, target]);
+    model.dispose();
+  } finally {
+    addon!.setConvGemm(2);
+    await useBackend('native');
     setNativePrecision('fp32');
     await useBackend('cpu');
   }

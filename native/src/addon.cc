@@ -18,6 +18,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <chrono>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <functional>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -65,6 +68,58 @@ int64_t Prod(const std::vector<int64_t>& d) {
   int64_t p = 1;
   for (auto x : d) p *= x;
   return p;
+}
+
+// bfloat16 storage of activations (bf16 mode): round to nearest even, as oneDNN's conversions (so a convolution reading
+// a stored bf16 tensor sees exactly what it would have converted itself); NaN stays a quiet NaN.
+inline uint16_t ToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, quiet = (u >> 16) | 0x40u;
+  return uint16_t((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);  // a select, not a branch: the loops vectorize
+}
+inline float FromBf16(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// n floats to bf16. With AVX512-BF16 (oneDNN's own conversion instruction, round to nearest even) 16 at a time; the
+// portable loop otherwise (this file is built for the baseline ISA, where it is about twice as slow).
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f,avx512bf16,avx512vl"))) void ToBf16RowAvx512(const float* s, uint16_t* d, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(s + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), reinterpret_cast<__m256i&>(h));
+  }
+  for (; i < n; i++) d[i] = ToBf16(s[i]);
+}
+const bool kBf16Cvt = __builtin_cpu_supports("avx512bf16");
+#else
+const bool kBf16Cvt = false;
+#endif
+void ToBf16Row(const float* s, uint16_t* d, int64_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (kBf16Cvt) return ToBf16RowAvx512(s, d, n);
+#endif
+  for (int64_t i = 0; i < n; i++) d[i] = ToBf16(s[i]);
+}
+
+// A tensor of n values stored as bf16 arrives as a Float32Array of ⌈n/2⌉ elements (two values per element).
+uint16_t* PackedData(const Napi::Value& v, size_t n, const char* what) {
+  return reinterpret_cast<uint16_t*>(Data(v, (n + 1) / 2, what));
+}
+// Reads value i of x stored as T (float, or uint16_t holding bf16).
+template <typename T>
+inline float Load(const T* x, int64_t i) {
+  if constexpr (std::is_same_v<T, uint16_t>) return FromBf16(x[i]);
+  else return x[i];
+}
+template <typename T>
+inline void Store(T* y, int64_t i, float v) {
+  if constexpr (std::is_same_v<T, uint16_t>) y[i] = ToBf16(v);
+  else y[i] = v;
 }
 
 // bf16 mode: convolutions and matrix products take their inputs in bfloat16 (converted on the way in; AVX512-BF16 /
@@ -318,14 +373,14 @@ double TokenArg(const Napi::CallbackInfo& info, size_t at) {
 void MatMulInto(const float* a, const float* b, float* c, int64_t ba, int64_t bb, int64_t m, int64_t k, int64_t n, bool ta, bool tb);
 
 // The direct (oneDNN convolution) forward.
-void ForwardDirect(const ConvGeom& g, float* x, float* w, float* y, double wToken) {
+void ForwardDirect(const ConvGeom& g, void* x, float* w, float* y, double wToken, bool xPacked = false) {
   std::string key = g.Key("fwd");
   CachedConv* c = cache.Find(key);
   if (!c) {
     auto pd = ForwardPd(g);
     c = cache.Insert(key, CachedConv{dnnl::convolution_forward(pd), pd.weights_desc(), pd.src_desc(), {}});
   }
-  memory src(g.Src(), Engine(), x), dst(g.Dst(), Engine(), y), wu(g.UserWeights(), Engine(), w);
+  memory src(g.Src(xPacked ? dt::bf16 : dt::f32), Engine(), x), dst(g.Dst(), Engine(), y), wu(g.UserWeights(), Engine(), w);
   memory wm = converted.Get(c->weights, wu, c->wBuf, wToken);
   memory sm = As(c->in1, src, c->in1Buf);
   c->prim.execute(Stream(), {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}});
@@ -405,14 +460,19 @@ bool UseGemm(const ConvGeom& g, float* x, float* w, float* y, double wToken) {
   return g_gemmChoice[key] = gemm < 0.85 * direct;
 }
 
-// conv2dForward(x, w, y, xShape, wShape, yShape, strides, dilations, padTL, padBR[, wToken]): wToken names the
-// filter's tensor for ConvertedCache.
+// conv2dForward(x, w, y, xShape, wShape, yShape, strides, dilations, padTL, padBR[, wToken, xPacked]): wToken names
+// the filter's tensor for ConvertedCache; xPacked: x is stored as bf16 (read as it is, never converted).
 Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   ConvGeom g = ReadGeom(info, 3);
-  float* x = Data(info[0], Prod(g.x), "x");
+  const bool xPacked = info.Length() > 11 && info[11].ToBoolean().Value();
   float* w = Data(info[1], Prod(g.w), "filter");
   float* y = Data(info[2], Prod(g.y), "y");
   double wToken = TokenArg(info, 10);
+  if (xPacked) {
+    ForwardDirect(g, PackedData(info[0], Prod(g.x), "x"), w, y, wToken, true);
+    return info.Env().Undefined();
+  }
+  float* x = Data(info[0], Prod(g.x), "x");
   if (UseGemm(g, x, w, y, wToken))
     ForwardGemm(g, x, w, y);
   else
@@ -459,10 +519,11 @@ Napi::Value Conv2dBackpropInput(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2dBackpropFilter(x, dy, dw, xShape, wShape, yShape, ...[, dyToken])
+// conv2dBackpropFilter(x, dy, dw, xShape, wShape, yShape, ...[, dyToken, xPacked])
 Napi::Value Conv2dBackpropFilter(const Napi::CallbackInfo& info) {
   ConvGeom g = ReadGeom(info, 3);
-  float* x = Data(info[0], Prod(g.x), "x");
+  const bool xPacked = info.Length() > 11 && info[11].ToBoolean().Value();
+  void* x = xPacked ? static_cast<void*>(PackedData(info[0], Prod(g.x), "x")) : static_cast<void*>(Data(info[0], Prod(g.x), "x"));
   float* dy = Data(info[1], Prod(g.y), "dy");
   float* dw = Data(info[2], Prod(g.w), "dw");
   std::string key = g.Key("bwd_weights");
@@ -471,7 +532,7 @@ Napi::Value Conv2dBackpropFilter(const Napi::CallbackInfo& info) {
     auto pd = ConvBackwardWeightsPd(g.Src(Low()), g.AnyWeights(), g.Dst(Low()), g.Strides(), g.Dil(), g.PadL(), g.PadR(), ForwardPd(g));
     c = cache.Insert(key, CachedConv{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.src_desc(), pd.diff_dst_desc()});
   }
-  memory src0(g.Src(), Engine(), x), ddst0(g.Dst(), Engine(), dy), user(g.UserWeights(), Engine(), dw);
+  memory src0(g.Src(xPacked ? dt::bf16 : dt::f32), Engine(), x), ddst0(g.Dst(), Engine(), dy), user(g.UserWeights(), Engine(), dw);
   memory src = As(c->in1, src0, c->in1Buf), ddst = converted.Get(c->in2, ddst0, c->in2Buf, TokenArg(info, 10));
   const memory::desc& want = c->weights;
   if (want == user.get_desc()) {
@@ -775,22 +836,39 @@ inline void ForWindow(const PoolGeom& g, int64_t n, int64_t oy, int64_t ox, F f)
 
 // maxPool(x, y, xShape[4], yShape[4], window[2], strides[2], padTopLeft[2]): NHWC max over each window's in-bounds
 // pixels, vectorized over channels; NaN never wins and an empty window gives −∞, as tfjs's cpu kernel.
+// With xPacked, x and y are stored as bf16 (the max of bf16 values is one of them: nothing is rounded).
+template <typename T>
+void MaxPoolOf(const PoolGeom& g, const T* x, T* y) {
+  const int64_t N = g.xs[0], C = g.xs[3], OH = g.ys[1], OW = g.ys[2];
+#pragma omp parallel
+  {
+    std::vector<float> best(C);
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t oy = 0; oy < OH; oy++)
+        for (int64_t ox = 0; ox < OW; ox++) {
+          float* yp = best.data();
+          std::fill(yp, yp + C, -INFINITY);
+          ForWindow(g, n, oy, ox, [&](int64_t at) {
+            const T* xp = x + at;
+            for (int64_t c = 0; c < C; c++) {
+              const float v = Load(xp, c);
+              yp[c] = v > yp[c] ? v : yp[c];
+            }
+          });
+          T* out = y + ((n * OH + oy) * OW + ox) * C;
+          for (int64_t c = 0; c < C; c++) Store(out, c, yp[c]);
+        }
+  }
+}
+
 Napi::Value MaxPool(const Napi::CallbackInfo& info) {
   PoolGeom g = ReadPool(info, 2);
-  const float* x = Data(info[0], Prod(g.xs), "x");
-  float* y = Data(info[1], Prod(g.ys), "y");
-  const int64_t N = g.xs[0], C = g.xs[3], OH = g.ys[1], OW = g.ys[2];
-#pragma omp parallel for schedule(static) collapse(2)
-  for (int64_t n = 0; n < N; n++)
-    for (int64_t oy = 0; oy < OH; oy++)
-      for (int64_t ox = 0; ox < OW; ox++) {
-        float* yp = y + ((n * OH + oy) * OW + ox) * C;
-        std::fill(yp, yp + C, -INFINITY);
-        ForWindow(g, n, oy, ox, [&](int64_t at) {
-          const float* xp = x + at;
-          for (int64_t c = 0; c < C; c++) yp[c] = xp[c] > yp[c] ? xp[c] : yp[c];
-        });
-      }
+  const bool packed = info.Length() > 7 && info[7].ToBoolean().Value();
+  if (packed)
+    MaxPoolOf<uint16_t>(g, PackedData(info[0], Prod(g.xs), "x"), PackedData(info[1], Prod(g.ys), "y"));
+  else
+    MaxPoolOf<float>(g, Data(info[0], Prod(g.xs), "x"), Data(info[1], Prod(g.ys), "y"));
   return info.Env().Undefined();
 }
 
@@ -798,11 +876,8 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
 // maximum of its window in x (strictly greater, as tfjs's cpu kernel: a window of NaN or −∞ passes nothing), NHWC;
 // channels vectorized, one image per thread at a time (the windows of one image may overlap, those of different
 // images never do).
-Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
-  PoolGeom g = ReadPool(info, 3);
-  const float* dy = Data(info[0], Prod(g.ys), "dy");
-  const float* x = Data(info[1], Prod(g.xs), "x");
-  float* dx = Data(info[2], Prod(g.xs), "dx");
+template <typename T>
+void MaxPoolGradOf(const PoolGeom& g, const float* dy, const T* x, float* dx) {
   const int64_t N = g.xs[0], H = g.xs[1], W = g.xs[2], C = g.xs[3], OH = g.ys[1], OW = g.ys[2];
 #pragma omp parallel
   {
@@ -816,10 +891,11 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
           std::fill(best.begin(), best.end(), -INFINITY);
           std::fill(at.begin(), at.end(), int64_t(-1));
           ForWindow(g, n, oy, ox, [&](int64_t base) {
-            const float* xp = x + base;
+            const T* xp = x + base;
             for (int64_t c = 0; c < C; c++) {
-              const bool take = xp[c] > best[c];
-              best[c] = take ? xp[c] : best[c];
+              const float v = Load(xp, c);
+              const bool take = v > best[c];
+              best[c] = take ? v : best[c];
               at[c] = take ? base + c : at[c];
             }
           });
@@ -829,19 +905,38 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
         }
     }
   }
+}
+
+Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
+  PoolGeom g = ReadPool(info, 3);
+  const float* dy = Data(info[0], Prod(g.ys), "dy");
+  float* dx = Data(info[2], Prod(g.xs), "dx");
+  const bool packed = info.Length() > 8 && info[8].ToBoolean().Value();  // x stored as bf16
+  if (packed)
+    MaxPoolGradOf<uint16_t>(g, dy, PackedData(info[1], Prod(g.xs), "x"), dx);
+  else
+    MaxPoolGradOf<float>(g, dy, Data(info[1], Prod(g.xs), "x"), dx);
   return info.Env().Undefined();
 }
 
 // y[r, j] = x[r, j] · a[j] + b[j] over rows of c values; with `Relu`, max(0, …) in the same pass (one compiled loop
-// each, so that neither carries the other's test).
-template <bool Relu>
-void AffineRowsOf(const float* x, const float* a, const float* b, float* y, int64_t rows, int64_t c) {
-#pragma omp parallel for schedule(static) if (rows * c > 32768)
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t j = 0; j < c; j++) {
-      float v = x[r * c + j] * a[j] + b[j];
-      y[r * c + j] = Relu && v < 0.0f ? 0.0f : v;  // as tfjs's ReLU: NaN stays NaN
+// each, so that neither carries the other's test); y stored as Out (float, or bf16 in a uint16_t).
+template <bool Relu, typename Out>
+void AffineRowsOf(const float* x, const float* a, const float* b, Out* y, int64_t rows, int64_t c) {
+  constexpr bool kPacked = std::is_same_v<Out, uint16_t>;
+#pragma omp parallel if (rows * c > 32768)
+  {
+    std::vector<float> row(kPacked ? c : 0);  // a bf16 output is computed a row at a time, then converted
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+      float* out = kPacked ? row.data() : reinterpret_cast<float*>(y) + r * c;
+      for (int64_t j = 0; j < c; j++) {
+        float v = x[r * c + j] * a[j] + b[j];
+        out[j] = Relu && v < 0.0f ? 0.0f : v;  // as tfjs's ReLU: NaN stays NaN
+      }
+      if constexpr (kPacked) ToBf16Row(out, reinterpret_cast<uint16_t*>(y) + r * c, c);
     }
+  }
 }
 void AffineRows(const float* x, const float* a, const float* b, float* y, int64_t rows, int64_t c, bool relu = false) {
   if (relu) AffineRowsOf<true>(x, a, b, y, rows, c);
@@ -866,8 +961,8 @@ Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
 // Per-channel sums over the rows of x [rows, c], in double, each thread over its own block of rows: without `w`,
 // Σx and Σx² (one pass for mean and variance); with `w` (the output gradient), Σw and Σw·(x − center[j]), where w
 // counts only where mask > 0 when a mask (a ReLU's output) is given.
-template <bool Masked>
-void ChannelSums(const float* x, const float* w, const float* mask, const float* center, int64_t rows, int64_t c, double* out, double* out2) {
+template <bool Masked, typename M = float>
+void ChannelSums(const float* x, const float* w, const M* mask, const float* center, int64_t rows, int64_t c, double* out, double* out2) {
   std::fill(out, out + c, 0.0);
   std::fill(out2, out2 + c, 0.0);
 #pragma omp parallel if (rows * c > 32768)
@@ -884,9 +979,9 @@ void ChannelSums(const float* x, const float* w, const float* mask, const float*
         }
       } else {
         const float* wr = w + r * c;
-        const float* mr = Masked ? mask + r * c : nullptr;
+        const M* mr = Masked ? mask + r * c : nullptr;
         for (int64_t j = 0; j < c; j++) {
-          float wv = Masked ? wr[j] * float(mr[j] > 0.0f) : wr[j];
+          float wv = Masked ? wr[j] * float(Load(mr, j) > 0.0f) : wr[j];
           s[j] += wv;
           s2[j] += double(wv) * (double(xr[j]) - center[j]);
         }
@@ -900,7 +995,7 @@ void ChannelSums(const float* x, const float* w, const float* mask, const float*
   }
 }
 
-// bnTrain(x, gamma, beta, eps, y, mean, variance, relu): batch norm in training mode over all axes but the last, in two
+// bnTrain(x, gamma, beta, eps, y, mean, variance, relu[, yPacked]): batch norm in training mode over all axes but the last, in two
 // passes: the statistics (mean and biased variance, as tf.moments; sums in double, so E[x²] − μ² loses nothing that
 // float32 keeps), then y = (x − μ)·γ/√(σ² + ε) + β — rectified in the same pass when `relu` (batch norm + ReLU in
 // the passes of batch norm alone).
@@ -914,14 +1009,15 @@ Napi::Value BnTrain(const Napi::CallbackInfo& info) {
   const float* g = ga.Data();
   const float* b = Data(info[2], c, "beta");
   const double eps = info[3].As<Napi::Number>().DoubleValue();
-  float* y = Data(info[4], n, "y");
+  const bool relu = info.Length() > 7 && info[7].ToBoolean().Value();
+  const bool yPacked = info.Length() > 8 && info[8].ToBoolean().Value();
+  void* y = yPacked ? static_cast<void*>(PackedData(info[4], n, "y")) : static_cast<void*>(Data(info[4], n, "y"));
   float* mean = Data(info[5], c, "mean");
   float* var = Data(info[6], c, "variance");
   const int64_t rows = n / c;
   std::vector<double> s(c), sq(c);
   std::vector<float> a(c), sh(c);
-  const bool relu = info.Length() > 7 && info[7].ToBoolean().Value();
-  ChannelSums<false>(x, nullptr, nullptr, nullptr, rows, c, s.data(), sq.data());
+  ChannelSums<false>(x, nullptr, static_cast<const float*>(nullptr), nullptr, rows, c, s.data(), sq.data());
   for (int64_t j = 0; j < c; j++) {
     double mu = s[j] / double(rows);
     mean[j] = float(mu);
@@ -930,17 +1026,87 @@ Napi::Value BnTrain(const Napi::CallbackInfo& info) {
     a[j] = float(g[j] * inv);
     sh[j] = float(b[j] - double(mean[j]) * g[j] * inv);
   }
-  AffineRows(x, a.data(), sh.data(), y, rows, c, relu);
+  if (yPacked && relu) AffineRowsOf<true>(x, a.data(), sh.data(), static_cast<uint16_t*>(y), rows, c);
+  else if (yPacked) AffineRowsOf<false>(x, a.data(), sh.data(), static_cast<uint16_t*>(y), rows, c);
+  else AffineRows(x, a.data(), sh.data(), static_cast<float*>(y), rows, c, relu);
+  return info.Env().Undefined();
+}
+
+// reluPacked(x, xPacked, y, n): y = max(0, x) stored as bf16 (NaN stays NaN); x float32 or bf16.
+Napi::Value ReluPacked(const Napi::CallbackInfo& info) {
+  const int64_t n = info[3].As<Napi::Number>().Int64Value();
+  const bool xPacked = info[1].ToBoolean().Value();
+  uint16_t* y = PackedData(info[2], n, "y");
+  constexpr int64_t kChunk = 4096;
+  auto run = [&](auto* x) {
+#pragma omp parallel if (n > 32768)
+    {
+      float buf[kChunk];
+#pragma omp for schedule(static)
+      for (int64_t at = 0; at < n; at += kChunk) {
+        const int64_t m = std::min(kChunk, n - at);
+        for (int64_t i = 0; i < m; i++) {
+          float v = Load(x, at + i);
+          buf[i] = v < 0.f ? 0.f : v;
+        }
+        ToBf16Row(buf, y + at, m);
+      }
+    }
+  };
+  if (xPacked) run(static_cast<const uint16_t*>(PackedData(info[0], n, "x")));
+  else run(static_cast<const float*>(Data(info[0], n, "x")));
+  return info.Env().Undefined();
+}
+
+// addPacked(a, aPacked, b, bPacked, out): out = a + b in float32, same sizes; either operand may be stored as bf16.
+Napi::Value AddPacked(const Napi::CallbackInfo& info) {
+  auto out = info[4].As<Napi::Float32Array>();
+  const int64_t n = out.ElementLength();
+  float* o = out.Data();
+  const bool ap = info[1].ToBoolean().Value(), bp = info[3].ToBoolean().Value();
+  auto run = [&](auto* a, auto* b) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (int64_t i = 0; i < n; i++) o[i] = Load(a, i) + Load(b, i);
+  };
+  const float* af = ap ? nullptr : Data(info[0], n, "a");
+  const float* bf = bp ? nullptr : Data(info[2], n, "b");
+  const uint16_t* ah = ap ? PackedData(info[0], n, "a") : nullptr;
+  const uint16_t* bh = bp ? PackedData(info[2], n, "b") : nullptr;
+  if (ap && bp) run(ah, bh);
+  else if (ap) run(ah, bf);
+  else if (bp) run(af, bh);
+  else run(af, bf);
+  return info.Env().Undefined();
+}
+
+// unpackBf16(packed, out): out[i] = the i-th bf16 value of packed, for every value of out.
+Napi::Value UnpackBf16(const Napi::CallbackInfo& info) {
+  auto out = info[1].As<Napi::Float32Array>();
+  const int64_t n = out.ElementLength();
+  const uint16_t* x = PackedData(info[0], n, "packed");
+  float* o = out.Data();
+#pragma omp parallel for schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; i++) o[i] = FromBf16(x[i]);
+  return info.Env().Undefined();
+}
+
+// packBf16(x, out): out holds x's values as bf16 (tests).
+Napi::Value PackBf16(const Napi::CallbackInfo& info) {
+  auto xa = info[0].As<Napi::Float32Array>();
+  const int64_t n = xa.ElementLength();
+  const float* x = xa.Data();
+  uint16_t* o = PackedData(info[1], n, "out");
+  ToBf16Row(x, o, n);
   return info.Env().Undefined();
 }
 
 // The two passes of bnTrainGrad: the channel sums of dy and dy·(x − μ), then dx; with `Masked`, of dy·step(mask)
 // (ReLU's gradient, as tfjs takes it: a NaN dy stays NaN), in a form that vectorizes.
-template <bool Masked>
-void BnGrad(const float* x, const float* dy, const float* mask, const float* mean, const float* var, const float* g, double eps, float* dx,
+template <bool Masked, typename M = float>
+void BnGrad(const float* x, const float* dy, const M* mask, const float* mean, const float* var, const float* g, double eps, float* dx,
             float* dg, float* db, int64_t rows, int64_t c) {
   std::vector<double> sdy(c), sdyx(c);
-  ChannelSums<Masked>(x, dy, mask, mean, rows, c, sdy.data(), sdyx.data());
+  ChannelSums<Masked, M>(x, dy, mask, mean, rows, c, sdy.data(), sdyx.data());
   std::vector<float> k1(c), k2(c), k3(c);
   for (int64_t j = 0; j < c; j++) {
     double inv = 1.0 / std::sqrt(double(var[j]) + eps);
@@ -955,7 +1121,7 @@ void BnGrad(const float* x, const float* dy, const float* mask, const float* mea
 #pragma omp parallel for schedule(static) if (rows * c > 32768)
   for (int64_t r = 0; r < rows; r++)
     for (int64_t j = 0; j < c; j++) {
-      float d = Masked ? dy[r * c + j] * float(mask[r * c + j] > 0.0f) : dy[r * c + j];
+      float d = Masked ? dy[r * c + j] * float(Load(mask, r * c + j) > 0.0f) : dy[r * c + j];
       dx[r * c + j] = k1[j] * d + k2[j] * x[r * c + j] + k3[j];
     }
 }
@@ -963,7 +1129,7 @@ void BnGrad(const float* x, const float* dy, const float* mask, const float* mea
 // bnTrainGrad(x, dy, mean, variance, gamma, eps, dx, dgamma, dbeta, y): the gradient of bnTrain's y through the batch
 // statistics: dβ = Σdy, dγ = Σdy·x̂, dx = γ/σ·(dy − dβ/M − x̂·dγ/M) with x̂ = (x − μ)/σ, σ = √(σ² + ε), M = rows.
 // With `y` (the rectified output of bnTrain with relu), dy is first zeroed where y ≤ 0 (ReLU's gradient), inside the
-// same two passes.
+// same two passes; yPacked: y is stored as bf16.
 Napi::Value BnTrainGrad(const Napi::CallbackInfo& info) {
   auto xa = info[0].As<Napi::Float32Array>();
   int64_t n = xa.ElementLength();
@@ -980,9 +1146,14 @@ Napi::Value BnTrainGrad(const Napi::CallbackInfo& info) {
   float* dg = Data(info[7], c, "dgamma");
   float* db = Data(info[8], c, "dbeta");
   const int64_t rows = n / c;
-  const float* mask = info.Length() > 9 && !info[9].IsUndefined() && !info[9].IsNull() ? Data(info[9], n, "y") : nullptr;
-  if (mask) BnGrad<true>(x, dy, mask, mean, var, g, eps, dx, dg, db, rows, c);
-  else BnGrad<false>(x, dy, nullptr, mean, var, g, eps, dx, dg, db, rows, c);
+  const bool hasMask = info.Length() > 9 && !info[9].IsUndefined() && !info[9].IsNull();
+  const bool maskPacked = info.Length() > 10 && info[10].ToBoolean().Value();
+  if (hasMask && maskPacked)
+    BnGrad<true, uint16_t>(x, dy, PackedData(info[9], n, "y"), mean, var, g, eps, dx, dg, db, rows, c);
+  else if (hasMask)
+    BnGrad<true>(x, dy, Data(info[9], n, "y"), mean, var, g, eps, dx, dg, db, rows, c);
+  else
+    BnGrad<false>(x, dy, static_cast<const float*>(nullptr), mean, var, g, eps, dx, dg, db, rows, c);
   return info.Env().Undefined();
 }
 
@@ -1189,6 +1360,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("channelAffine", Napi::Function::New(env, Guard<ChannelAffine>));
   exports.Set("bnTrain", Napi::Function::New(env, Guard<BnTrain>));
   exports.Set("bnTrainGrad", Napi::Function::New(env, Guard<BnTrainGrad>));
+  exports.Set("reluPacked", Napi::Function::New(env, Guard<ReluPacked>));
+  exports.Set("addPacked", Napi::Function::New(env, Guard<AddPacked>));
+  exports.Set("unpackBf16", Napi::Function::New(env, Guard<UnpackBf16>));
+  exports.Set("packBf16", Napi::Function::New(env, Guard<PackBf16>));
   exports.Set("larsUpdate", Napi::Function::New(env, Guard<LarsUpdate>));
   exports.Set("emaUpdate", Napi::Function::New(env, Guard<EmaUpdate>));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));

@@ -52,7 +52,7 @@ export interface Io {
 const backendFlags: Flag[] = [
   { name: 'backend', type: 'string', arg: 'NAME', choices: ['auto', 'native', 'wasm', 'cpu'], help: 'tfjs backend (default auto: native if built, else wasm)' },
   { name: 'threads', type: 'int', arg: 'N', min: 1, help: `native backend threads (default: cores, ${cpus().length} here)` },
-  { name: 'precision', type: 'string', arg: 'P', choices: ['fp32', 'bf16'], help: 'native: bf16 convolutions and matrix products, fp32 weights (default fp32)' },
+  { name: 'precision', type: 'string', arg: 'P', choices: ['fp32', 'bf16'], help: 'native: bf16 convolutions and matrix products, and the activations they read stored as bf16; fp32 weights (default fp32)' },
 ];
 
 const overwriteFlag: Flag = { name: 'overwrite', type: 'bool', help: 'write into a non-empty folder byol did not make, beside its files (none of them is replaced)' };

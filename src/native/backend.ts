@@ -13,9 +13,9 @@ import { BufferPool } from './pool.js';
 
 interface Addon {
   /** Trailing numbers after the 7 geometry arrays: tokens of the tensors whose converted copies may be kept (see tokenOf). */
-  conv2dForward(x: Float32Array, w: Float32Array, y: Float32Array, ...geomThenWToken: (number[] | number)[]): void;
+  conv2dForward(x: Float32Array, w: Float32Array, y: Float32Array, ...geomThenWTokenXPacked: (number[] | number)[]): void;
   conv2dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, ...geomThenWTokenDyToken: (number[] | number)[]): void;
-  conv2dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, ...geomThenDyToken: (number[] | number)[]): void;
+  conv2dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, ...geomThenDyTokenXPacked: (number[] | number)[]): void;
   /** Drops the converted copies (filter layouts, bf16) kept for a token's tensor. */
   forgetConverted(token: number): void;
   convertedStats(): { tokens: number; bytes: number };
@@ -31,10 +31,20 @@ interface Addon {
   emaUpdate(target: Float32Array, online: Float32Array, out: Float32Array, tau: number): void;
   emaUpdateAll(targets: Float32Array[], onlines: Float32Array[], outs: Float32Array[], tau: number): void;
   channelAffine(x: Float32Array, scale: Float32Array, shift: Float32Array, out: Float32Array): void;
-  maxPool(x: Float32Array, y: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
-  maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[]): void;
-  bnTrain(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, variance: Float32Array, relu: boolean): void;
-  bnTrainGrad(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array, eps: number, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, y: Float32Array | null): void;
+  /** packed: x and y stored as bf16. */
+  maxPool(x: Float32Array, y: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[], packed?: boolean): void;
+  /** xPacked: x stored as bf16. */
+  maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[], xPacked?: boolean): void;
+  bnTrain(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, variance: Float32Array, relu: boolean, yPacked?: boolean): void;
+  bnTrainGrad(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array, eps: number, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, y: Float32Array | null, yPacked?: boolean): void;
+  /** y = max(0, x) stored as bf16 (two values per float32 element); x float32 or stored as bf16. */
+  reluPacked(x: Float32Array, xPacked: boolean, y: Float32Array, n: number): void;
+  /** out = a + b (float32, same sizes); either operand may be stored as bf16. */
+  addPacked(a: Float32Array, aPacked: boolean, b: Float32Array, bPacked: boolean, out: Float32Array): void;
+  /** out[i] = the i-th bf16 value of packed. */
+  unpackBf16(packed: Float32Array, out: Float32Array): void;
+  /** out holds x's values as bf16, rounded to nearest even. */
+  packBf16(x: Float32Array, out: Float32Array): void;
   setBf16(on: boolean): boolean;
   setThreads(n: number): void;
   /**
@@ -129,6 +139,38 @@ function tokenOf(dataId: object): number {
   return t;
 }
 
+/**
+ * bf16 activations (bf16 mode): the outputs of batch norm + ReLU and of ReLU on images are stored as bfloat16, two values
+ * per float32 element, as PyTorch's autocast keeps them — the convolutions that read them take them as they are
+ * (no conversion pass: they would have rounded them to bf16 themselves, identically), their gradients read them too,
+ * and the saved activations take half the memory. Data ids stored so map to their number of values. Any other reader
+ * (a kernel that knows nothing of it, dataSync) first turns the data back into float32 for good (see {@link unpack}),
+ * so a stored-bf16 tensor is never misread. BYOL_NATIVE_BF16_ACTIVATIONS=0 keeps them float32.
+ */
+const packed = new WeakMap<object, number>();
+let packActivations = false;
+
+/** Whether the tensor's data is stored as bf16 on the native backend now (tests, diagnostics). */
+export function isStoredBf16(t: tf.TensorInfo): boolean {
+  return packed.has(t.dataId);
+}
+
+/** Turns stored-bf16 data back into float32, for good; nothing when it is float32. */
+function unpack(backend: MathBackendCPU, dataId: object): void {
+  const n = packed.get(dataId);
+  if (n === undefined) return;
+  const entry = backend.data.get(dataId);
+  packed.delete(dataId);
+  if (!entry) return;
+  const out = uninit(n);
+  addon!.unpackBf16(entry.values as Float32Array, out);
+  pool.give(entry.values);
+  entry.values = out;
+}
+
+/** Kernels that read no values (they share or re-describe the input's data): no unpacking before them. */
+const DATA_FREE_KERNELS = new Set(['Identity', 'Reshape']);
+
 /** How deep we are in cpu-backend kernels: their reads of inputs need no defensive copy. */
 let kernelDepth = 0;
 
@@ -156,6 +198,7 @@ export class NativeBackend extends MathBackendCPU {
 
   /** Readers outside kernels (dataSync, data, bufferSync) get a copy of a pooled buffer, which may be reused later. */
   override readSync(dataId: object): tf.backend_util.BackendValues {
+    unpack(this, dataId);
     const v = super.readSync(dataId);
     return kernelDepth === 0 && v instanceof Float32Array && pool.owns(v) ? v.slice() : v;
   }
@@ -173,8 +216,9 @@ export function releaseNativeMemory(): { freedBytes: number; peakLiveBytes: numb
  * output that aliases a pooled buffer under a new data id (the cpu Slice returns a view of its input) becomes a copy,
  * so that disposing the input cannot hand memory the output still uses back to the pool.
  */
-function cpuOnNative(kernelFunc: tf.KernelFunc): tf.KernelFunc {
+function cpuOnNative(kernelFunc: tf.KernelFunc, kernelName: string): tf.KernelFunc {
   return (args) => {
+    if (!DATA_FREE_KERNELS.has(kernelName)) for (const t of Object.values(args.inputs)) if (t) unpack(args.backend as MathBackendCPU, t.dataId);
     kernelDepth++;
     let result: Info | Info[];
     try {
@@ -197,7 +241,7 @@ type Info = tf.TensorInfo;
 
 /** The cpu backend's own kernel `name` on native storage: for inputs or shapes the native kernels do not take. */
 function fallback(name: string, args: Parameters<tf.KernelFunc>[0]): Info {
-  return cpuOnNative(tf.getKernel(name, 'cpu')!.kernelFunc)(args) as Info;
+  return cpuOnNative(tf.getKernel(name, 'cpu')!.kernelFunc, name)(args) as Info;
 }
 
 /**
@@ -208,11 +252,29 @@ function uninit(n: number): Float32Array {
   return pool.take(n);
 }
 
-/** A float32 tensor's data as a Float32Array (the cpu backend may hold other array types, e.g. for constants). */
+/**
+ * A float32 tensor's data as a Float32Array (the cpu backend may hold other array types, e.g. for constants); data
+ * stored as bf16 is first turned back into float32.
+ */
 const values = (backend: MathBackendCPU, t: Info): Float32Array => {
+  unpack(backend, t.dataId);
   const v = backend.data.get(t.dataId).values;
   return v instanceof Float32Array ? v : Float32Array.from(backend.readSync(t.dataId) as ArrayLike<number>);
 };
+
+/** A tensor's data as it is stored: float32, or (packed) bf16 values two per element — for kernels that read both. */
+const stored = (backend: MathBackendCPU, t: Info): { data: Float32Array; packed: boolean } =>
+  packed.has(t.dataId) ? { data: backend.data.get(t.dataId).values as Float32Array, packed: true } : { data: values(backend, t), packed: false };
+
+/** A fresh tensor of `shape` whose data `fill` writes as bf16 (two values per element). */
+function packedOutput(backend: MathBackendCPU, shape: number[], fill: (out: Float32Array, n: number) => void): Info {
+  const n = tf.util.sizeFromShape(shape);
+  const out = uninit(Math.ceil(n / 2));
+  fill(out, n);
+  const info = backend.makeTensorInfo(shape, 'float32', out);
+  packed.set(info.dataId, n);
+  return info;
+}
 
 function convGeometry(c: tf.backend_util.Conv2DInfo): number[][] {
   return [
@@ -244,7 +306,7 @@ function registerKernels(a: Addon): void {
   };
   // Everything the cpu backend has, first.
   for (const k of tf.getKernelsForBackend('cpu')) {
-    if (!tf.getKernel(k.kernelName, 'native')) tf.registerKernel({ ...k, backendName: 'native', kernelFunc: cpuOnNative(k.kernelFunc) });
+    if (!tf.getKernel(k.kernelName, 'native')) tf.registerKernel({ ...k, backendName: 'native', kernelFunc: cpuOnNative(k.kernelFunc, k.kernelName) });
   }
 
   const conv = (args: Parameters<tf.KernelFunc>[0], name: 'Conv2D' | 'FusedConv2D'): Info => {
@@ -258,7 +320,8 @@ function registerKernels(a: Addon): void {
     if (at.dataFormat === 'NCHW' || x.dtype !== 'float32' || extra || (bias && bias.shape.length !== 1)) return fallback(name, args);
     const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filter.shape as [number, number, number, number], at.strides, at.dilations, at.pad, at.dimRoundingMode, false, 'channelsLast');
     const out = uninit(tf.util.sizeFromShape(info.outShape));
-    a.conv2dForward(values(backend, x), values(backend, filter), out, ...convGeometry(info), tokenOf(filter.dataId));
+    const xs = stored(backend, x);
+    a.conv2dForward(xs.data, values(backend, filter), out, ...convGeometry(info), tokenOf(filter.dataId), xs.packed ? 1 : 0);
     biasActivation(out, bias ? values(backend, bias) : null, at.activation);
     return backend.makeTensorInfo(info.outShape, 'float32', out);
   };
@@ -296,7 +359,10 @@ function registerKernels(a: Addon): void {
     const { x, dy } = args.inputs as { x: Info; dy: Info };
     const { filterShape } = args.attrs as unknown as { filterShape: Shape4 };
     return convGrad('Conv2DBackpropFilter', args, x, x.shape as Shape4, filterShape, filterShape, (backend, out, geometry) =>
-      a.conv2dBackpropFilter(values(backend, x), values(backend, dy), out, ...geometry, tokenOf(dy.dataId)),
+      {
+        const xs = stored(backend, x);
+        a.conv2dBackpropFilter(xs.data, values(backend, dy), out, ...geometry, tokenOf(dy.dataId), xs.packed ? 1 : 0);
+      },
     );
   });
 
@@ -357,11 +423,18 @@ function registerKernels(a: Addon): void {
     const backend = args.backend as MathBackendCPU;
     const { x, scale, offset } = args.inputs as Record<string, Info>;
     const c = scale!.shape[0]!;
-    const out = uninit(tf.util.sizeFromShape(x!.shape));
     const mean = new Float32Array(c);
     const variance = new Float32Array(c);
-    a.bnTrain(values(backend, x!), values(backend, scale!), values(backend, offset!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, out, mean, variance, relu);
-    const y = backend.makeTensorInfo(x!.shape, 'float32', out);
+    const eps = (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon;
+    const run = (out: Float32Array, pack: boolean) => a.bnTrain(values(backend, x!), values(backend, scale!), values(backend, offset!), eps, out, mean, variance, relu, pack);
+    // Stored as bf16 where convolutions read it next: with ReLU (the builders fuse only batch norms that only ReLUs read).
+    let y: Info;
+    if (relu && packActivations && x!.shape.length === 4) y = packedOutput(backend, x!.shape, (out) => run(out, true));
+    else {
+      const out = uninit(tf.util.sizeFromShape(x!.shape));
+      run(out, false);
+      y = backend.makeTensorInfo(x!.shape, 'float32', out);
+    }
     if (relu) rectified.add(y.dataId);
     return [y, backend.makeTensorInfo([c], 'float32', mean), backend.makeTensorInfo([c], 'float32', variance)];
   };
@@ -374,7 +447,8 @@ function registerKernels(a: Addon): void {
     const dx = uninit(tf.util.sizeFromShape(x!.shape));
     const dScale = new Float32Array(c);
     const dOffset = new Float32Array(c);
-    a.bnTrainGrad(values(backend, x!), values(backend, dy!), values(backend, mean!), values(backend, variance!), values(backend, scale!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, dx, dScale, dOffset, y ? values(backend, y) : null);
+    const ys = y ? stored(backend, y) : null;
+    a.bnTrainGrad(values(backend, x!), values(backend, dy!), values(backend, mean!), values(backend, variance!), values(backend, scale!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, dx, dScale, dOffset, ys ? ys.data : null, ys?.packed ?? false);
     return [backend.makeTensorInfo(x!.shape, 'float32', dx), backend.makeTensorInfo([c], 'float32', dScale), backend.makeTensorInfo([c], 'float32', dOffset)];
   });
 
@@ -424,8 +498,12 @@ function registerKernels(a: Addon): void {
     const info = tf.backend_util.computePool2DInfo(x.shape as [number, number, number, number], at.filterSize, at.strides, 1, at.pad, at.dimRoundingMode);
     // A 1×1 window that keeps the shape is tfjs's identity: leave it to the cpu kernel.
     if (info.filterHeight === 1 && info.filterWidth === 1 && tf.util.arraysEqual(info.inShape, info.outShape)) return fallback('MaxPool', args);
+    const geometry: [number[], number[], number[], number[], number[]] = [[...x.shape], [...info.outShape], [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [info.padInfo.top, info.padInfo.left]];
+    // Pooling stored-bf16 activations: the maxima are bf16 values already, stored so (the next convolution reads them).
+    const xs = stored(backend, x);
+    if (xs.packed) return packedOutput(backend, [...info.outShape], (out) => a.maxPool(xs.data, out, ...geometry, true));
     const out = uninit(tf.util.sizeFromShape(info.outShape));
-    a.maxPool(values(backend, x), out, [...x.shape], [...info.outShape], [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [info.padInfo.top, info.padInfo.left]);
+    a.maxPool(xs.data, out, ...geometry);
     return backend.makeTensorInfo(info.outShape, 'float32', out);
   });
   reg('MaxPoolGrad', (args) => {
@@ -435,7 +513,8 @@ function registerKernels(a: Addon): void {
     if (input.dtype !== 'float32') return fallback('MaxPoolGrad', args);
     const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], at.filterSize, at.strides, 1, at.pad, at.dimRoundingMode);
     const out = uninit(tf.util.sizeFromShape(input.shape)); // zeroed by the kernel
-    a.maxPoolGrad(values(backend, dy), values(backend, input), out, [...input.shape], [...info.outShape], [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [info.padInfo.top, info.padInfo.left]);
+    const xs = stored(backend, input);
+    a.maxPoolGrad(values(backend, dy), xs.data, out, [...input.shape], [...info.outShape], [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [info.padInfo.top, info.padInfo.left], xs.packed);
     return backend.makeTensorInfo(input.shape, 'float32', out);
   });
   reg('_FusedMatMul', (args) => matmul(args, '_FusedMatMul'));
@@ -502,6 +581,14 @@ function registerElementwise(a: Addon): void {
       if (A.dtype !== 'float32' || B.dtype !== 'float32') return fallback(name, args);
       const outShape = tf.backend_util.assertAndGetBroadcastShape(A.shape, B.shape);
       const n = tf.util.sizeFromShape(outShape);
+      // A residual sum with an input stored as bf16 (a block's output): read as it is.
+      if (op === 0 && (packed.has(A.dataId) || packed.has(B.dataId)) && tf.util.sizeFromShape(A.shape) === n && tf.util.sizeFromShape(B.shape) === n) {
+        const as = stored(backend, A);
+        const bs = stored(backend, B);
+        const out = uninit(n);
+        a.addPacked(as.data, as.packed, bs.data, bs.packed, out);
+        return backend.makeTensorInfo(outShape, 'float32', out);
+      }
       let mode = -1;
       let inner = n;
       if (tf.util.sizeFromShape(A.shape) === n && tf.util.sizeFromShape(B.shape) === n) mode = 0;
@@ -537,6 +624,11 @@ function registerElementwise(a: Addon): void {
       if (op === 0 && rectified.has(x.dataId)) {
         backend.incRef(x.dataId);
         return { dataId: x.dataId, shape: [...x.shape], dtype: 'float32' };
+      }
+      // ReLU of images in bf16 mode (a residual block's output, read next by convolutions): stored as bf16.
+      if (op === 0 && packActivations && x.shape.length === 4) {
+        const xs = stored(backend, x);
+        return packedOutput(backend, x.shape, (out, n) => a.reluPacked(xs.data, xs.packed, out, n));
       }
       const out = uninit(tf.util.sizeFromShape(x.shape));
       a.unary(op, values(backend, x), out, Number((args.attrs as Record<string, unknown> | undefined)?.['alpha'] ?? 0));
@@ -678,16 +770,29 @@ let registered = false;
 
 export type NativePrecision = 'fp32' | 'bf16';
 
+export interface NativePrecisionOptions {
+  /**
+   * In bf16 mode, store the activations that convolutions read next (batch norm + ReLU, a residual block's ReLU) as
+   * bf16, as PyTorch's autocast does: no conversion before each convolution, half the memory for them. Default true
+   * (env BYOL_NATIVE_BF16_ACTIVATIONS=0: false). The convolutions see the same values either way (they round their
+   * inputs to bf16 themselves); what changes is that a residual sum reads its shortcut rounded too.
+   */
+  readonly bf16Activations?: boolean;
+}
+
 /**
- * Precision of the native backend's convolutions and matrix products. `bf16`: their inputs are converted to bfloat16
- * (oneDNN's AVX512-BF16 / AMX kernels) and their outputs stay float32, as PyTorch's bf16 autocast; weights, optimizer
- * state, batch norm, the loss and the EMA stay float32 (fp32 master weights). Returns false, changing nothing, where
- * the CPU has no fast bf16 kernels or the addon is not built.
+ * Precision of the native backend's convolutions and matrix products. `bf16`: their inputs are bfloat16 (oneDNN's
+ * AVX512-BF16 / AMX kernels) and their outputs float32, as PyTorch's bf16 autocast; activations that convolutions read
+ * next are stored as bf16 (see {@link NativePrecisionOptions}); weights, gradients, optimizer state, batch-norm
+ * statistics, the loss and the EMA stay float32 (fp32 master weights). Returns false, changing nothing, where the CPU
+ * has no fast bf16 kernels or the addon is not built.
  */
-export function setNativePrecision(precision: NativePrecision): boolean {
+export function setNativePrecision(precision: NativePrecision, options: NativePrecisionOptions = {}): boolean {
   const a = loadNativeAddon();
   if (!a) return false;
-  return a.setBf16(precision === 'bf16');
+  const ok = a.setBf16(precision === 'bf16');
+  if (ok) packActivations = precision === 'bf16' && (options.bf16Activations ?? process.env['BYOL_NATIVE_BF16_ACTIVATIONS'] !== '0');
+  return ok;
 }
 
 /**
