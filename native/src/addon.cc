@@ -373,14 +373,14 @@ double TokenArg(const Napi::CallbackInfo& info, size_t at) {
 void MatMulInto(const float* a, const float* b, float* c, int64_t ba, int64_t bb, int64_t m, int64_t k, int64_t n, bool ta, bool tb);
 
 // The direct (oneDNN convolution) forward.
-void ForwardDirect(const ConvGeom& g, void* x, float* w, float* y, double wToken, bool xPacked = false) {
-  std::string key = g.Key("fwd");
+void ForwardDirect(const ConvGeom& g, void* x, void* y, float* w, double wToken, bool xPacked = false, bool yPacked = false) {
+  std::string key = g.Key(yPacked ? "fwd_bf16_out" : "fwd");
   CachedConv* c = cache.Find(key);
   if (!c) {
-    auto pd = ForwardPd(g);
+    auto pd = yPacked ? ConvForwardPd(g.Src(Low()), g.AnyWeights(Low()), g.Dst(dt::bf16), g.Strides(), g.Dil(), g.PadL(), g.PadR()) : ForwardPd(g);
     c = cache.Insert(key, CachedConv{dnnl::convolution_forward(pd), pd.weights_desc(), pd.src_desc(), {}});
   }
-  memory src(g.Src(xPacked ? dt::bf16 : dt::f32), Engine(), x), dst(g.Dst(), Engine(), y), wu(g.UserWeights(), Engine(), w);
+  memory src(g.Src(xPacked ? dt::bf16 : dt::f32), Engine(), x), dst(g.Dst(yPacked ? dt::bf16 : dt::f32), Engine(), y), wu(g.UserWeights(), Engine(), w);
   memory wm = converted.Get(c->weights, wu, c->wBuf, wToken);
   memory sm = As(c->in1, src, c->in1Buf);
   c->prim.execute(Stream(), {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}});
@@ -449,34 +449,38 @@ bool UseGemm(const ConvGeom& g, float* x, float* w, float* y, double wToken) {
   std::string key = g.Key("fwd");
   auto it = g_gemmChoice.find(key);
   if (it != g_gemmChoice.end()) return it->second;
-  ForwardDirect(g, x, w, y, wToken);
+  ForwardDirect(g, x, y, w, wToken);
   ForwardGemm(g, x, w, y);
   double direct = 1e300, gemm = 1e300;
   for (int round = 0; round < 3; round++) {
-    direct = std::min(direct, TimeMs([&] { ForwardDirect(g, x, w, y, wToken); }));
+    direct = std::min(direct, TimeMs([&] { ForwardDirect(g, x, y, w, wToken); }));
     gemm = std::min(gemm, TimeMs([&] { ForwardGemm(g, x, w, y); }));
   }
   if (g_gemmChoice.size() >= 4096) g_gemmChoice.clear();
   return g_gemmChoice[key] = gemm < 0.85 * direct;
 }
 
-// conv2dForward(x, w, y, xShape, wShape, yShape, strides, dilations, padTL, padBR[, wToken, xPacked]): wToken names
-// the filter's tensor for ConvertedCache; xPacked: x is stored as bf16 (read as it is, never converted).
+// conv2dForward(x, w, y, xShape, wShape, yShape, strides, dilations, padTL, padBR[, wToken, xPacked, yPacked]): wToken
+// names the filter's tensor for ConvertedCache; xPacked: x is stored as bf16 (read as it is, never converted);
+// yPacked: y is written as bf16 (the direct convolution's own output conversion).
 Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   ConvGeom g = ReadGeom(info, 3);
   const bool xPacked = info.Length() > 11 && info[11].ToBoolean().Value();
+  const bool yPacked = info.Length() > 12 && info[12].ToBoolean().Value();
   float* w = Data(info[1], Prod(g.w), "filter");
-  float* y = Data(info[2], Prod(g.y), "y");
   double wToken = TokenArg(info, 10);
-  if (xPacked) {
-    ForwardDirect(g, PackedData(info[0], Prod(g.x), "x"), w, y, wToken, true);
+  if (xPacked || yPacked) {
+    void* x = xPacked ? static_cast<void*>(PackedData(info[0], Prod(g.x), "x")) : static_cast<void*>(Data(info[0], Prod(g.x), "x"));
+    void* y = yPacked ? static_cast<void*>(PackedData(info[2], Prod(g.y), "y")) : static_cast<void*>(Data(info[2], Prod(g.y), "y"));
+    ForwardDirect(g, x, y, w, wToken, xPacked, yPacked);
     return info.Env().Undefined();
   }
   float* x = Data(info[0], Prod(g.x), "x");
+  float* y = Data(info[2], Prod(g.y), "y");
   if (UseGemm(g, x, w, y, wToken))
     ForwardGemm(g, x, w, y);
   else
-    ForwardDirect(g, x, w, y, wToken);
+    ForwardDirect(g, x, y, w, wToken);
   return info.Env().Undefined();
 }
 
@@ -498,10 +502,11 @@ Napi::Value ConvGemmShapes(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// conv2dBackpropInput(dy, w, dx, xShape, wShape, yShape, ...[, wToken, dyToken])
+// conv2dBackpropInput(dy, w, dx, xShape, wShape, yShape, ...[, wToken, dyToken, dyPacked]): dyPacked: dy stored as bf16.
 Napi::Value Conv2dBackpropInput(const Napi::CallbackInfo& info) {
   ConvGeom g = ReadGeom(info, 3);
-  float* dy = Data(info[0], Prod(g.y), "dy");
+  const bool dyPacked = info.Length() > 12 && info[12].ToBoolean().Value();
+  void* dy = dyPacked ? static_cast<void*>(PackedData(info[0], Prod(g.y), "dy")) : static_cast<void*>(Data(info[0], Prod(g.y), "dy"));
   float* w = Data(info[1], Prod(g.w), "filter");
   float* dx = Data(info[2], Prod(g.x), "dx");
   std::string key = g.Key("bwd_data");
@@ -510,7 +515,7 @@ Napi::Value Conv2dBackpropInput(const Napi::CallbackInfo& info) {
     auto pd = ConvBackwardDataPd(g.Src(), g.AnyWeights(Low()), g.Dst(Low()), g.Strides(), g.Dil(), g.PadL(), g.PadR(), ForwardPd(g));
     c = cache.Insert(key, CachedConv{dnnl::convolution_backward_data(pd), pd.weights_desc(), pd.diff_dst_desc(), {}});
   }
-  memory ddst(g.Dst(), Engine(), dy), dsrc(g.Src(), Engine(), dx), wu(g.UserWeights(), Engine(), w);
+  memory ddst(g.Dst(dyPacked ? dt::bf16 : dt::f32), Engine(), dy), dsrc(g.Src(), Engine(), dx), wu(g.UserWeights(), Engine(), w);
   memory wm = converted.Get(c->weights, wu, c->wBuf, TokenArg(info, 10));
   memory dm = converted.Get(c->in1, ddst, c->in1Buf, TokenArg(info, 11));
   c->prim.execute(Stream(), {{DNNL_ARG_DIFF_DST, dm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dsrc}});
@@ -519,12 +524,13 @@ Napi::Value Conv2dBackpropInput(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2dBackpropFilter(x, dy, dw, xShape, wShape, yShape, ...[, dyToken, xPacked])
+// conv2dBackpropFilter(x, dy, dw, xShape, wShape, yShape, ...[, dyToken, xPacked, dyPacked])
 Napi::Value Conv2dBackpropFilter(const Napi::CallbackInfo& info) {
   ConvGeom g = ReadGeom(info, 3);
   const bool xPacked = info.Length() > 11 && info[11].ToBoolean().Value();
   void* x = xPacked ? static_cast<void*>(PackedData(info[0], Prod(g.x), "x")) : static_cast<void*>(Data(info[0], Prod(g.x), "x"));
-  float* dy = Data(info[1], Prod(g.y), "dy");
+  const bool dyPacked = info.Length() > 12 && info[12].ToBoolean().Value();
+  void* dy = dyPacked ? static_cast<void*>(PackedData(info[1], Prod(g.y), "dy")) : static_cast<void*>(Data(info[1], Prod(g.y), "dy"));
   float* dw = Data(info[2], Prod(g.w), "dw");
   std::string key = g.Key("bwd_weights");
   CachedConv* c = cache.Find(key);
@@ -532,7 +538,7 @@ Napi::Value Conv2dBackpropFilter(const Napi::CallbackInfo& info) {
     auto pd = ConvBackwardWeightsPd(g.Src(Low()), g.AnyWeights(), g.Dst(Low()), g.Strides(), g.Dil(), g.PadL(), g.PadR(), ForwardPd(g));
     c = cache.Insert(key, CachedConv{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.src_desc(), pd.diff_dst_desc()});
   }
-  memory src0(g.Src(xPacked ? dt::bf16 : dt::f32), Engine(), x), ddst0(g.Dst(), Engine(), dy), user(g.UserWeights(), Engine(), dw);
+  memory src0(g.Src(xPacked ? dt::bf16 : dt::f32), Engine(), x), ddst0(g.Dst(dyPacked ? dt::bf16 : dt::f32), Engine(), dy), user(g.UserWeights(), Engine(), dw);
   memory src = As(c->in1, src0, c->in1Buf), ddst = converted.Get(c->in2, ddst0, c->in2Buf, TokenArg(info, 10));
   const memory::desc& want = c->weights;
   if (want == user.get_desc()) {
@@ -920,9 +926,9 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
 }
 
 // y[r, j] = x[r, j] · a[j] + b[j] over rows of c values; with `Relu`, max(0, …) in the same pass (one compiled loop
-// each, so that neither carries the other's test); y stored as Out (float, or bf16 in a uint16_t).
-template <bool Relu, typename Out>
-void AffineRowsOf(const float* x, const float* a, const float* b, Out* y, int64_t rows, int64_t c) {
+// each, so that neither carries the other's test); x stored as X and y as Out (float, or bf16 in a uint16_t).
+template <bool Relu, typename Out, typename X = float>
+void AffineRowsOf(const X* x, const float* a, const float* b, Out* y, int64_t rows, int64_t c) {
   constexpr bool kPacked = std::is_same_v<Out, uint16_t>;
 #pragma omp parallel if (rows * c > 32768)
   {
@@ -931,7 +937,7 @@ void AffineRowsOf(const float* x, const float* a, const float* b, Out* y, int64_
     for (int64_t r = 0; r < rows; r++) {
       float* out = kPacked ? row.data() : reinterpret_cast<float*>(y) + r * c;
       for (int64_t j = 0; j < c; j++) {
-        float v = x[r * c + j] * a[j] + b[j];
+        float v = Load(x, r * c + j) * a[j] + b[j];
         out[j] = Relu && v < 0.0f ? 0.0f : v;  // as tfjs's ReLU: NaN stays NaN
       }
       if constexpr (kPacked) ToBf16Row(out, reinterpret_cast<uint16_t*>(y) + r * c, c);
@@ -961,8 +967,8 @@ Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
 // Per-channel sums over the rows of x [rows, c], in double, each thread over its own block of rows: without `w`,
 // Σx and Σx² (one pass for mean and variance); with `w` (the output gradient), Σw and Σw·(x − center[j]), where w
 // counts only where mask > 0 when a mask (a ReLU's output) is given.
-template <bool Masked, typename M = float>
-void ChannelSums(const float* x, const float* w, const M* mask, const float* center, int64_t rows, int64_t c, double* out, double* out2) {
+template <bool Masked, typename M = float, typename X = float>
+void ChannelSums(const X* x, const float* w, const M* mask, const float* center, int64_t rows, int64_t c, double* out, double* out2) {
   std::fill(out, out + c, 0.0);
   std::fill(out2, out2 + c, 0.0);
 #pragma omp parallel if (rows * c > 32768)
@@ -970,10 +976,10 @@ void ChannelSums(const float* x, const float* w, const M* mask, const float* cen
     std::vector<double> s(c, 0.0), s2(c, 0.0);
 #pragma omp for schedule(static) nowait
     for (int64_t r = 0; r < rows; r++) {
-      const float* xr = x + r * c;
+      const X* xr = x + r * c;
       if (!w) {
         for (int64_t j = 0; j < c; j++) {
-          double v = xr[j];
+          double v = Load(xr, j);
           s[j] += v;
           s2[j] += v * v;
         }
@@ -983,7 +989,7 @@ void ChannelSums(const float* x, const float* w, const M* mask, const float* cen
         for (int64_t j = 0; j < c; j++) {
           float wv = Masked ? wr[j] * float(Load(mr, j) > 0.0f) : wr[j];
           s[j] += wv;
-          s2[j] += double(wv) * (double(xr[j]) - center[j]);
+          s2[j] += double(wv) * (double(Load(xr, j)) - center[j]);
         }
       }
     }
@@ -995,40 +1001,49 @@ void ChannelSums(const float* x, const float* w, const M* mask, const float* cen
   }
 }
 
-// bnTrain(x, gamma, beta, eps, y, mean, variance, relu[, yPacked]): batch norm in training mode over all axes but the last, in two
+// bnTrain(x, gamma, beta, eps, y, mean, variance, relu[, yPacked, xPacked, n]): batch norm in training mode over all
+// axes but the last (x stored as bf16 with xPacked, then of n values; y so with yPacked), in two
 // passes: the statistics (mean and biased variance, as tf.moments; sums in double, so E[x²] − μ² loses nothing that
 // float32 keeps), then y = (x − μ)·γ/√(σ² + ε) + β — rectified in the same pass when `relu` (batch norm + ReLU in
 // the passes of batch norm alone).
 Napi::Value BnTrain(const Napi::CallbackInfo& info) {
-  auto xa = info[0].As<Napi::Float32Array>();
-  int64_t n = xa.ElementLength();
   auto ga = info[1].As<Napi::Float32Array>();
   int64_t c = ga.ElementLength();
+  const bool xPacked = info.Length() > 9 && info[9].ToBoolean().Value();
+  const int64_t n = xPacked ? info[10].As<Napi::Number>().Int64Value() : int64_t(info[0].As<Napi::Float32Array>().ElementLength());
   if (c == 0 || n % c != 0 || n == 0) throw Napi::RangeError::New(info.Env(), "bnTrain: size is not a positive multiple of channels");
-  const float* x = xa.Data();
   const float* g = ga.Data();
   const float* b = Data(info[2], c, "beta");
   const double eps = info[3].As<Napi::Number>().DoubleValue();
   const bool relu = info.Length() > 7 && info[7].ToBoolean().Value();
   const bool yPacked = info.Length() > 8 && info[8].ToBoolean().Value();
-  void* y = yPacked ? static_cast<void*>(PackedData(info[4], n, "y")) : static_cast<void*>(Data(info[4], n, "y"));
   float* mean = Data(info[5], c, "mean");
   float* var = Data(info[6], c, "variance");
   const int64_t rows = n / c;
   std::vector<double> s(c), sq(c);
   std::vector<float> a(c), sh(c);
-  ChannelSums<false>(x, nullptr, static_cast<const float*>(nullptr), nullptr, rows, c, s.data(), sq.data());
-  for (int64_t j = 0; j < c; j++) {
-    double mu = s[j] / double(rows);
-    mean[j] = float(mu);
-    var[j] = float(std::max(0.0, sq[j] / double(rows) - mu * mu));
-    double inv = 1.0 / std::sqrt(double(var[j]) + eps);
-    a[j] = float(g[j] * inv);
-    sh[j] = float(b[j] - double(mean[j]) * g[j] * inv);
-  }
-  if (yPacked && relu) AffineRowsOf<true>(x, a.data(), sh.data(), static_cast<uint16_t*>(y), rows, c);
-  else if (yPacked) AffineRowsOf<false>(x, a.data(), sh.data(), static_cast<uint16_t*>(y), rows, c);
-  else AffineRows(x, a.data(), sh.data(), static_cast<float*>(y), rows, c, relu);
+  auto run = [&](const auto* x) {
+    ChannelSums<false>(x, nullptr, static_cast<const float*>(nullptr), nullptr, rows, c, s.data(), sq.data());
+    for (int64_t j = 0; j < c; j++) {
+      double mu = s[j] / double(rows);
+      mean[j] = float(mu);
+      var[j] = float(std::max(0.0, sq[j] / double(rows) - mu * mu));
+      double inv = 1.0 / std::sqrt(double(var[j]) + eps);
+      a[j] = float(g[j] * inv);
+      sh[j] = float(b[j] - double(mean[j]) * g[j] * inv);
+    }
+    if (yPacked) {
+      uint16_t* y = PackedData(info[4], n, "y");
+      if (relu) AffineRowsOf<true>(x, a.data(), sh.data(), y, rows, c);
+      else AffineRowsOf<false>(x, a.data(), sh.data(), y, rows, c);
+    } else {
+      float* y = Data(info[4], n, "y");
+      if (relu) AffineRowsOf<true>(x, a.data(), sh.data(), y, rows, c);
+      else AffineRowsOf<false>(x, a.data(), sh.data(), y, rows, c);
+    }
+  };
+  if (xPacked) run(static_cast<const uint16_t*>(PackedData(info[0], n, "x")));
+  else run(static_cast<const float*>(Data(info[0], n, "x")));
   return info.Env().Undefined();
 }
 
@@ -1058,24 +1073,44 @@ Napi::Value ReluPacked(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// addPacked(a, aPacked, b, bPacked, out): out = a + b in float32, same sizes; either operand may be stored as bf16.
-Napi::Value AddPacked(const Napi::CallbackInfo& info) {
-  auto out = info[4].As<Napi::Float32Array>();
-  const int64_t n = out.ElementLength();
-  float* o = out.Data();
-  const bool ap = info[1].ToBoolean().Value(), bp = info[3].ToBoolean().Value();
-  auto run = [&](auto* a, auto* b) {
+// binaryPacked(op, a, aPacked, b, bPacked, out, outPacked): out = a ∘ b over same-size operands, either stored as
+// bf16 or float32, out too; ops as binary(): 0 add, 8 ReLU's gradient dy·step(y) (a = dy, b = the ReLU's output).
+Napi::Value BinaryPacked(const Napi::CallbackInfo& info) {
+  const int op = info[0].As<Napi::Number>().Int32Value();
+  const bool ap = info[2].ToBoolean().Value(), bp = info[4].ToBoolean().Value(), op16 = info[6].ToBoolean().Value();
+  const int64_t n = info[7].As<Napi::Number>().Int64Value();
+  if (op != 0 && op != 8) throw Napi::RangeError::New(info.Env(), "binaryPacked: op must be 0 (add) or 8 (ReLU gradient)");
+  constexpr int64_t kChunk = 4096;
+  auto run = [&](auto k, const auto* a, const auto* b) {
+    constexpr int OP = decltype(k)::value;
+    if (op16) {
+      uint16_t* o = PackedData(info[5], n, "out");
+#pragma omp parallel if (n > 32768)
+      {
+        float buf[kChunk];
+#pragma omp for schedule(static)
+        for (int64_t at = 0; at < n; at += kChunk) {
+          const int64_t m = std::min(kChunk, n - at);
+          for (int64_t i = 0; i < m; i++) buf[i] = Apply<OP>(Load(a, at + i), Load(b, at + i));
+          ToBf16Row(buf, o + at, m);
+        }
+      }
+    } else {
+      float* o = Data(info[5], n, "out");
 #pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; i++) o[i] = Load(a, i) + Load(b, i);
+      for (int64_t i = 0; i < n; i++) o[i] = Apply<OP>(Load(a, i), Load(b, i));
+    }
   };
-  const float* af = ap ? nullptr : Data(info[0], n, "a");
-  const float* bf = bp ? nullptr : Data(info[2], n, "b");
-  const uint16_t* ah = ap ? PackedData(info[0], n, "a") : nullptr;
-  const uint16_t* bh = bp ? PackedData(info[2], n, "b") : nullptr;
-  if (ap && bp) run(ah, bh);
-  else if (ap) run(ah, bf);
-  else if (bp) run(af, bh);
-  else run(af, bf);
+  auto withB = [&](auto k, const auto* a) {
+    if (bp) run(k, a, static_cast<const uint16_t*>(PackedData(info[3], n, "b")));
+    else run(k, a, static_cast<const float*>(Data(info[3], n, "b")));
+  };
+  auto withA = [&](auto k) {
+    if (ap) withB(k, static_cast<const uint16_t*>(PackedData(info[1], n, "a")));
+    else withB(k, static_cast<const float*>(Data(info[1], n, "a")));
+  };
+  if (op == 0) withA(std::integral_constant<int, 0>{});
+  else withA(std::integral_constant<int, 8>{});
   return info.Env().Undefined();
 }
 
@@ -1102,11 +1137,11 @@ Napi::Value PackBf16(const Napi::CallbackInfo& info) {
 
 // The two passes of bnTrainGrad: the channel sums of dy and dy·(x − μ), then dx; with `Masked`, of dy·step(mask)
 // (ReLU's gradient, as tfjs takes it: a NaN dy stays NaN), in a form that vectorizes.
-template <bool Masked, typename M = float>
-void BnGrad(const float* x, const float* dy, const M* mask, const float* mean, const float* var, const float* g, double eps, float* dx,
+template <bool Masked, typename M = float, typename X = float, typename DX = float>
+void BnGrad(const X* x, const float* dy, const M* mask, const float* mean, const float* var, const float* g, double eps, DX* dx,
             float* dg, float* db, int64_t rows, int64_t c) {
   std::vector<double> sdy(c), sdyx(c);
-  ChannelSums<Masked, M>(x, dy, mask, mean, rows, c, sdy.data(), sdyx.data());
+  ChannelSums<Masked, M, X>(x, dy, mask, mean, rows, c, sdy.data(), sdyx.data());
   std::vector<float> k1(c), k2(c), k3(c);
   for (int64_t j = 0; j < c; j++) {
     double inv = 1.0 / std::sqrt(double(var[j]) + eps);
@@ -1118,42 +1153,59 @@ void BnGrad(const float* x, const float* dy, const M* mask, const float* mean, c
     k2[j] = float(c2);
     k3[j] = float(-gi * sdy[j] / double(rows) - c2 * mean[j]);
   }
-#pragma omp parallel for schedule(static) if (rows * c > 32768)
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t j = 0; j < c; j++) {
-      float d = Masked ? dy[r * c + j] * float(Load(mask, r * c + j) > 0.0f) : dy[r * c + j];
-      dx[r * c + j] = k1[j] * d + k2[j] * x[r * c + j] + k3[j];
+  constexpr bool kPacked = std::is_same_v<DX, uint16_t>;
+#pragma omp parallel if (rows * c > 32768)
+  {
+    std::vector<float> row(kPacked ? c : 0);  // a bf16 dx is computed a row at a time, then converted
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+      float* out = kPacked ? row.data() : reinterpret_cast<float*>(dx) + r * c;
+      for (int64_t j = 0; j < c; j++) {
+        float d = Masked ? dy[r * c + j] * float(Load(mask, r * c + j) > 0.0f) : dy[r * c + j];
+        out[j] = k1[j] * d + k2[j] * Load(x, r * c + j) + k3[j];
+      }
+      if constexpr (kPacked) ToBf16Row(out, reinterpret_cast<uint16_t*>(dx) + r * c, c);
     }
+  }
 }
 
 // bnTrainGrad(x, dy, mean, variance, gamma, eps, dx, dgamma, dbeta, y): the gradient of bnTrain's y through the batch
 // statistics: dβ = Σdy, dγ = Σdy·x̂, dx = γ/σ·(dy − dβ/M − x̂·dγ/M) with x̂ = (x − μ)/σ, σ = √(σ² + ε), M = rows.
 // With `y` (the rectified output of bnTrain with relu), dy is first zeroed where y ≤ 0 (ReLU's gradient), inside the
-// same two passes; yPacked: y is stored as bf16.
+// same two passes; yPacked: y is stored as bf16; xPacked: x is, then of n values; dxPacked: dx is written so
+// (bnTrainGrad(…, y, yPacked, xPacked, n, dxPacked)).
 Napi::Value BnTrainGrad(const Napi::CallbackInfo& info) {
-  auto xa = info[0].As<Napi::Float32Array>();
-  int64_t n = xa.ElementLength();
   auto ma = info[2].As<Napi::Float32Array>();
   int64_t c = ma.ElementLength();
+  const bool xPacked = info.Length() > 11 && info[11].ToBoolean().Value();
+  const int64_t n = xPacked ? info[12].As<Napi::Number>().Int64Value() : int64_t(info[0].As<Napi::Float32Array>().ElementLength());
   if (c == 0 || n % c != 0 || n == 0) throw Napi::RangeError::New(info.Env(), "bnTrainGrad: size is not a positive multiple of channels");
-  const float* x = xa.Data();
   const float* dy = Data(info[1], n, "dy");
   const float* mean = ma.Data();
   const float* var = Data(info[3], c, "variance");
   const float* g = Data(info[4], c, "gamma");
   const double eps = info[5].As<Napi::Number>().DoubleValue();
-  float* dx = Data(info[6], n, "dx");
+  const bool dxPacked = info.Length() > 13 && info[13].ToBoolean().Value();
+  void* dx = dxPacked ? static_cast<void*>(PackedData(info[6], n, "dx")) : static_cast<void*>(Data(info[6], n, "dx"));
   float* dg = Data(info[7], c, "dgamma");
   float* db = Data(info[8], c, "dbeta");
   const int64_t rows = n / c;
   const bool hasMask = info.Length() > 9 && !info[9].IsUndefined() && !info[9].IsNull();
   const bool maskPacked = info.Length() > 10 && info[10].ToBoolean().Value();
-  if (hasMask && maskPacked)
-    BnGrad<true, uint16_t>(x, dy, PackedData(info[9], n, "y"), mean, var, g, eps, dx, dg, db, rows, c);
-  else if (hasMask)
-    BnGrad<true>(x, dy, Data(info[9], n, "y"), mean, var, g, eps, dx, dg, db, rows, c);
-  else
-    BnGrad<false>(x, dy, static_cast<const float*>(nullptr), mean, var, g, eps, dx, dg, db, rows, c);
+  auto withDx = [&](const auto* x, auto* out) {
+    if (hasMask && maskPacked)
+      BnGrad<true>(x, dy, static_cast<const uint16_t*>(PackedData(info[9], n, "y")), mean, var, g, eps, out, dg, db, rows, c);
+    else if (hasMask)
+      BnGrad<true>(x, dy, static_cast<const float*>(Data(info[9], n, "y")), mean, var, g, eps, out, dg, db, rows, c);
+    else
+      BnGrad<false>(x, dy, static_cast<const float*>(nullptr), mean, var, g, eps, out, dg, db, rows, c);
+  };
+  auto run = [&](const auto* x) {
+    if (dxPacked) withDx(x, static_cast<uint16_t*>(dx));
+    else withDx(x, static_cast<float*>(dx));
+  };
+  if (xPacked) run(static_cast<const uint16_t*>(PackedData(info[0], n, "x")));
+  else run(static_cast<const float*>(Data(info[0], n, "x")));
   return info.Env().Undefined();
 }
 
@@ -1361,7 +1413,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("bnTrain", Napi::Function::New(env, Guard<BnTrain>));
   exports.Set("bnTrainGrad", Napi::Function::New(env, Guard<BnTrainGrad>));
   exports.Set("reluPacked", Napi::Function::New(env, Guard<ReluPacked>));
-  exports.Set("addPacked", Napi::Function::New(env, Guard<AddPacked>));
+  exports.Set("binaryPacked", Napi::Function::New(env, Guard<BinaryPacked>));
   exports.Set("unpackBf16", Napi::Function::New(env, Guard<UnpackBf16>));
   exports.Set("packBf16", Napi::Function::New(env, Guard<PackBf16>));
   exports.Set("larsUpdate", Napi::Function::New(env, Guard<LarsUpdate>));

@@ -14,8 +14,8 @@ import { BufferPool } from './pool.js';
 interface Addon {
   /** Trailing numbers after the 7 geometry arrays: tokens of the tensors whose converted copies may be kept (see tokenOf). */
   conv2dForward(x: Float32Array, w: Float32Array, y: Float32Array, ...geomThenWTokenXPacked: (number[] | number)[]): void;
-  conv2dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, ...geomThenWTokenDyToken: (number[] | number)[]): void;
-  conv2dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, ...geomThenDyTokenXPacked: (number[] | number)[]): void;
+  conv2dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, ...geomThenWTokenDyTokenDyPacked: (number[] | number)[]): void;
+  conv2dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, ...geomThenDyTokenXPackedDyPacked: (number[] | number)[]): void;
   /** Drops the converted copies (filter layouts, bf16) kept for a token's tensor. */
   forgetConverted(token: number): void;
   convertedStats(): { tokens: number; bytes: number };
@@ -35,12 +35,13 @@ interface Addon {
   maxPool(x: Float32Array, y: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[], packed?: boolean): void;
   /** xPacked: x stored as bf16. */
   maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[], xPacked?: boolean): void;
-  bnTrain(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, variance: Float32Array, relu: boolean, yPacked?: boolean): void;
-  bnTrainGrad(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array, eps: number, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, y: Float32Array | null, yPacked?: boolean): void;
+  /** yPacked / xPacked: y / x stored as bf16 (then n is x's number of values). */
+  bnTrain(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, variance: Float32Array, relu: boolean, yPacked?: boolean, xPacked?: boolean, n?: number): void;
+  bnTrainGrad(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array, eps: number, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, y: Float32Array | null, yPacked?: boolean, xPacked?: boolean, n?: number, dxPacked?: boolean): void;
   /** y = max(0, x) stored as bf16 (two values per float32 element); x float32 or stored as bf16. */
   reluPacked(x: Float32Array, xPacked: boolean, y: Float32Array, n: number): void;
-  /** out = a + b (float32, same sizes); either operand may be stored as bf16. */
-  addPacked(a: Float32Array, aPacked: boolean, b: Float32Array, bPacked: boolean, out: Float32Array): void;
+  /** out = a ∘ b (op 0 add, 8 ReLU's gradient) over n values; operands and out each float32 or stored as bf16. */
+  binaryPacked(op: 0 | 8, a: Float32Array, aPacked: boolean, b: Float32Array, bPacked: boolean, out: Float32Array, outPacked: boolean, n: number): void;
   /** out[i] = the i-th bf16 value of packed. */
   unpackBf16(packed: Float32Array, out: Float32Array): void;
   /** out holds x's values as bf16, rounded to nearest even. */
@@ -140,10 +141,11 @@ function tokenOf(dataId: object): number {
 }
 
 /**
- * bf16 activations (bf16 mode): the outputs of batch norm + ReLU and of ReLU on images are stored as bfloat16, two values
- * per float32 element, as PyTorch's autocast keeps them — the convolutions that read them take them as they are
- * (no conversion pass: they would have rounded them to bf16 themselves, identically), their gradients read them too,
- * and the saved activations take half the memory. Data ids stored so map to their number of values. Any other reader
+ * bf16 activations (bf16 mode): the outputs of plain convolutions, of batch norm + ReLU, of ReLU on images and of max
+ * pooling are stored as bfloat16, two values per float32 element, as PyTorch's autocast keeps them — the convolutions
+ * that read them take them as they are (no conversion pass: they would have rounded them to bf16 themselves,
+ * identically), batch norm and the gradients read them too, and the saved activations take half the memory. So is the
+ * gradient batch norm hands back to the convolution before it (whose backward passes would round it to bf16 too). Data ids stored so map to their number of values. Any other reader
  * (a kernel that knows nothing of it, dataSync) first turns the data back into float32 for good (see {@link unpack}),
  * so a stored-bf16 tensor is never misread. BYOL_NATIVE_BF16_ACTIVATIONS=0 keeps them float32.
  */
@@ -319,8 +321,12 @@ function registerKernels(a: Addon): void {
     const extra = name === 'FusedConv2D' && (inputs['preluActivationWeights'] != null || (at.activation !== undefined && at.activation !== 'linear' && at.activation !== 'relu'));
     if (at.dataFormat === 'NCHW' || x.dtype !== 'float32' || extra || (bias && bias.shape.length !== 1)) return fallback(name, args);
     const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filter.shape as [number, number, number, number], at.strides, at.dilations, at.pad, at.dimRoundingMode, false, 'channelsLast');
-    const out = uninit(tf.util.sizeFromShape(info.outShape));
     const xs = stored(backend, x);
+    // In bf16 mode a plain convolution's output is stored as bf16 (oneDNN writes it so): batch norm reads it next.
+    if (packActivations && bias === null && (at.activation === undefined || at.activation === 'linear')) {
+      return packedOutput(backend, [...info.outShape], (out) => a.conv2dForward(xs.data, values(backend, filter), out, ...convGeometry(info), tokenOf(filter.dataId), xs.packed ? 1 : 0, 1));
+    }
+    const out = uninit(tf.util.sizeFromShape(info.outShape));
     a.conv2dForward(xs.data, values(backend, filter), out, ...convGeometry(info), tokenOf(filter.dataId), xs.packed ? 1 : 0);
     biasActivation(out, bias ? values(backend, bias) : null, at.activation);
     return backend.makeTensorInfo(info.outShape, 'float32', out);
@@ -352,7 +358,10 @@ function registerKernels(a: Addon): void {
     const { dy, filter } = args.inputs as { dy: Info; filter: Info };
     const { inputShape } = args.attrs as unknown as { inputShape: Shape4 };
     return convGrad('Conv2DBackpropInput', args, dy, inputShape, filter.shape as Shape4, inputShape, (backend, out, geometry) =>
-      a.conv2dBackpropInput(values(backend, dy), values(backend, filter), out, ...geometry, tokenOf(filter.dataId), tokenOf(dy.dataId)),
+      {
+        const dys = stored(backend, dy);
+        a.conv2dBackpropInput(dys.data, values(backend, filter), out, ...geometry, tokenOf(filter.dataId), tokenOf(dy.dataId), dys.packed ? 1 : 0);
+      },
     );
   });
   reg('Conv2DBackpropFilter', (args) => {
@@ -361,7 +370,8 @@ function registerKernels(a: Addon): void {
     return convGrad('Conv2DBackpropFilter', args, x, x.shape as Shape4, filterShape, filterShape, (backend, out, geometry) =>
       {
         const xs = stored(backend, x);
-        a.conv2dBackpropFilter(xs.data, values(backend, dy), out, ...geometry, tokenOf(dy.dataId), xs.packed ? 1 : 0);
+        const dys = stored(backend, dy);
+        a.conv2dBackpropFilter(xs.data, dys.data, out, ...geometry, tokenOf(dy.dataId), xs.packed ? 1 : 0, dys.packed ? 1 : 0);
       },
     );
   });
@@ -426,10 +436,12 @@ function registerKernels(a: Addon): void {
     const mean = new Float32Array(c);
     const variance = new Float32Array(c);
     const eps = (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon;
-    const run = (out: Float32Array, pack: boolean) => a.bnTrain(values(backend, x!), values(backend, scale!), values(backend, offset!), eps, out, mean, variance, relu, pack);
-    // Stored as bf16 where convolutions read it next: with ReLU (the builders fuse only batch norms that only ReLUs read).
+    const xs = stored(backend, x!);
+    const n = tf.util.sizeFromShape(x!.shape);
+    const run = (out: Float32Array, pack: boolean) => a.bnTrain(xs.data, values(backend, scale!), values(backend, offset!), eps, out, mean, variance, relu, pack, xs.packed, n);
+    // Images stored as bf16: read next by convolutions (with ReLU) or by a residual sum.
     let y: Info;
-    if (relu && packActivations && x!.shape.length === 4) y = packedOutput(backend, x!.shape, (out) => run(out, true));
+    if (packActivations && x!.shape.length === 4) y = packedOutput(backend, x!.shape, (out) => run(out, true));
     else {
       const out = uninit(tf.util.sizeFromShape(x!.shape));
       run(out, false);
@@ -444,12 +456,22 @@ function registerKernels(a: Addon): void {
     const backend = args.backend as MathBackendCPU;
     const { x, dy, mean, variance, scale, y } = args.inputs as Record<string, Info | undefined>;
     const c = scale!.shape[0]!;
-    const dx = uninit(tf.util.sizeFromShape(x!.shape));
+    const n = tf.util.sizeFromShape(x!.shape);
     const dScale = new Float32Array(c);
     const dOffset = new Float32Array(c);
     const ys = y ? stored(backend, y) : null;
-    a.bnTrainGrad(values(backend, x!), values(backend, dy!), values(backend, mean!), values(backend, variance!), values(backend, scale!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, dx, dScale, dOffset, ys ? ys.data : null, ys?.packed ?? false);
-    return [backend.makeTensorInfo(x!.shape, 'float32', dx), backend.makeTensorInfo([c], 'float32', dScale), backend.makeTensorInfo([c], 'float32', dOffset)];
+    const xs = stored(backend, x!);
+    const run = (dx: Float32Array, pack: boolean) =>
+      a.bnTrainGrad(xs.data, values(backend, dy!), values(backend, mean!), values(backend, variance!), values(backend, scale!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, dx, dScale, dOffset, ys ? ys.data : null, ys?.packed ?? false, xs.packed, n, pack);
+    // The gradient reaching a convolution's output: stored as bf16, as the convolution's backward passes would round it.
+    let dx: Info;
+    if (packActivations && x!.shape.length === 4) dx = packedOutput(backend, x!.shape, (out) => run(out, true));
+    else {
+      const out = uninit(n);
+      run(out, false);
+      dx = backend.makeTensorInfo(x!.shape, 'float32', out);
+    }
+    return [dx, backend.makeTensorInfo([c], 'float32', dScale), backend.makeTensorInfo([c], 'float32', dOffset)];
   });
 
   // One fused LARS step (see Lars in train/optimizer.ts): outputs [new parameter, new momentum].
@@ -581,12 +603,16 @@ function registerElementwise(a: Addon): void {
       if (A.dtype !== 'float32' || B.dtype !== 'float32') return fallback(name, args);
       const outShape = tf.backend_util.assertAndGetBroadcastShape(A.shape, B.shape);
       const n = tf.util.sizeFromShape(outShape);
-      // A residual sum with an input stored as bf16 (a block's output): read as it is.
-      if (op === 0 && (packed.has(A.dataId) || packed.has(B.dataId)) && tf.util.sizeFromShape(A.shape) === n && tf.util.sizeFromShape(B.shape) === n) {
+      // Operands stored as bf16 read as they are: a residual sum (stored as bf16 too when both are, as PyTorch's type
+      // promotion has it — in a ResNet a ReLU reads it next, which rounds it the same), or ReLU's gradient with its
+      // stored-bf16 output as the mask.
+      if ((op === 0 || op === 8) && (packed.has(A.dataId) || packed.has(B.dataId)) && tf.util.sizeFromShape(A.shape) === n && tf.util.sizeFromShape(B.shape) === n) {
         const as = stored(backend, A);
         const bs = stored(backend, B);
+        const run = (out: Float32Array, pack: boolean) => a.binaryPacked(op, as.data, as.packed, bs.data, bs.packed, out, pack, n);
+        if (op === 0 && as.packed && bs.packed && packActivations && outShape.length === 4) return packedOutput(backend, outShape, (out) => run(out, true));
         const out = uninit(n);
-        a.addPacked(as.data, as.packed, bs.data, bs.packed, out);
+        run(out, false);
         return backend.makeTensorInfo(outShape, 'float32', out);
       }
       let mode = -1;
@@ -733,7 +759,7 @@ function registerElementwise(a: Addon): void {
   }
 }
 
-/** ReLU's gradient as one kernel (inputs a = dy, b = the ReLU's input): dy·step(x) in one pass instead of three. */
+/** ReLU's gradient as one kernel (inputs a = dy, b = the ReLU's output y): dy·step(y) in one pass instead of three. */
 export const RELU_GRAD_KERNEL = 'ByolReluGrad';
 
 /**
@@ -751,16 +777,18 @@ const rectified = new WeakSet<object>();
 function registerReluGradient(): void {
   tf.registerGradient({
     kernelName: 'Relu',
-    inputsToSave: ['x'],
+    // The mask from ReLU's output y, not its input: y > 0 exactly where x > 0, and NaN where x is NaN. So the input
+    // need not be kept for backward (a residual sum's output, on every block), only y, which the next layer keeps anyway.
+    outputsToSave: [true],
     gradFunc: (dy, saved) => {
-      const [x] = saved as tf.Tensor[];
+      const [y] = saved as tf.Tensor[];
       const g = dy as tf.Tensor;
-      if (rectified.has(x!.dataId)) return { x: () => tf.clone(g) };
+      if (rectified.has(y!.dataId)) return { x: () => tf.clone(g) };
       return {
         x: () =>
-          tf.getKernel(RELU_GRAD_KERNEL, tf.getBackend()) && g.dtype === 'float32' && x!.dtype === 'float32' && tf.util.arraysEqual(g.shape, x!.shape)
-            ? (tf.engine().runKernel(RELU_GRAD_KERNEL, { a: g, b: x! }) as tf.Tensor)
-            : tf.mul(g, tf.cast(tf.step(x!), 'float32')),
+          tf.getKernel(RELU_GRAD_KERNEL, tf.getBackend()) && g.dtype === 'float32' && y!.dtype === 'float32' && tf.util.arraysEqual(g.shape, y!.shape)
+            ? (tf.engine().runKernel(RELU_GRAD_KERNEL, { a: g, b: y! }) as tf.Tensor)
+            : tf.mul(g, tf.cast(tf.step(y!), 'float32')),
       };
     },
   });
