@@ -206,7 +206,8 @@ def time_step(args, layout, views):
             for t, o in zip(target.parameters(), online.parameters()):
                 t.mul_(0.996).add_(o, alpha=0.004)
 
-    step()  # warm-up
+    for _ in range(args.warmup):  # untimed, as the native rows (bench/step.ts --warmup)
+        step()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
@@ -219,6 +220,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--model", choices=tuple(MODELS), default="resnet18-cifar")
     # bf16 autocast: matrix products and convolutions in bfloat16 (oneDNN's AVX512-BF16 / AMX kernels), fp32 weights.
     ap.add_argument("--bf16", action="store_true")

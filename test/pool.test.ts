@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
-import { BufferPool } from '../src/native/pool.js';
+import { BufferPool, MISS_SLACK } from '../src/native/pool.js';
 import { loadNativeAddon, nativeLoadError, releaseNativeMemory, useBackend } from '../src/node.js';
 
 const skip = loadNativeAddon() ? false : `native addon not built (${nativeLoadError()})`;
@@ -60,27 +60,29 @@ test('the buffer pool keeps no more free memory than its buffers ever held live 
   assert.notEqual(pool.take(100), a);
 });
 
-test('on a miss the pool drops old free arrays so that live plus free stays within a quarter past the working set (a change of shapes)', () => {
+test('on a miss the pool drops old free arrays so that live plus free stays within half past the working set (a change of shapes)', () => {
+  assert.equal(MISS_SLACK, 1.5);
   const pool = new BufferPool(1 << 30, 16);
   // A "training step" of three arrays: 1 200 bytes live at once, then all given back.
   const step = [pool.take(100), pool.take(100), pool.take(100)];
   step.forEach((a) => pool.give(a));
   assert.deepEqual({ free: pool.stats().freeBytes, peak: pool.stats().peakLiveBytes }, { free: 1200, peak: 1200 });
-  // "Evaluation": other shapes. Each miss first makes room within 1.25 × the 1 200 bytes ever live at once.
-  const e1 = pool.take(150); // 600 live: at most 900 free may stay — whole arrays, the oldest goes
-  assert.equal(pool.stats().freeBytes, 800);
-  const e2 = pool.take(150); // 1 200 live: at most 300 free — two more go
+  // "Evaluation": other shapes. Each miss first makes room within 1.5 × the 1 200 bytes ever live at once.
+  const e1 = pool.take(150); // 0 live + 600 new: 1 200 free may stay — nothing goes
+  assert.equal(pool.stats().freeBytes, 1200);
+  const e2 = pool.take(150); // 600 live + 600 new: at most 600 free — whole arrays, the oldest two go
+  assert.equal(pool.stats().freeBytes, 400);
+  const e3 = pool.take(150); // 1 200 live + 600 new: none may stay
   assert.equal(pool.stats().freeBytes, 0);
-  assert.equal(pool.stats().peakLiveBytes, 1200);
+  assert.equal(pool.stats().peakLiveBytes, 1800);
   // Same shapes again: hits, nothing dropped.
   pool.give(e1);
   assert.equal(pool.take(150), e1);
-  pool.give(e2);
-  pool.give(e1);
-  assert.equal(pool.stats().freeBytes, 1200);
-  // A miss within the slack drops nothing: 1 200 free + 200 new ≤ 1 500.
+  [e1, e2, e3].forEach((a) => pool.give(a));
+  assert.equal(pool.stats().freeBytes, 1800);
+  // A miss within the slack drops nothing: 1 800 free + 200 new ≤ 2 700.
   const small = pool.take(50);
-  assert.equal(pool.stats().freeBytes, 1200);
+  assert.equal(pool.stats().freeBytes, 1800);
   pool.give(small);
 });
 

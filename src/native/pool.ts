@@ -12,6 +12,9 @@
  * any kernel output that aliases a pooled buffer under another tensor (e.g. the cpu backend's Slice returns a
  * subarray view).
  */
+/** On a miss, live plus free memory may reach this multiple of the working set before old free arrays go. */
+export const MISS_SLACK = 1.5;
+
 export class BufferPool {
   private readonly free = new Map<number, Float32Array[]>();
   private readonly owned = new WeakSet<ArrayBuffer>();
@@ -43,12 +46,14 @@ export class BufferPool {
       this.addLive(hit.byteLength);
       return hit;
     }
-    // A miss: first drop the oldest free arrays that would take live + free memory more than a quarter past the
-    // working set (the most ever live at once), so that a change of shapes (training, then evaluation) does not keep
-    // the old shapes' arrays on top of the new ones. (The quarter's slack: a step's sizes are not needed in the same
-    // order every step, so a few misses are normal; without slack each miss dropped arrays the same step still
-    // needed, and a ResNet-18 step missed 120 times instead of none — 8 % slower.)
-    this.dropOldest(Math.max(0, 1.25 * this.peakLive - this.live - n * 4));
+    // A miss: first drop the oldest free arrays that would take live + free memory more than half past the working
+    // set (the most ever live at once), so that a change of shapes (training, then evaluation) does not keep the old
+    // shapes' arrays on top of the new ones. (The slack: a pool by length needs, per length, the most arrays of that
+    // length live at once, and those maxima fall at different moments of a step, so together they exceed the most
+    // ever live at once. Without slack each miss dropped arrays the same step still needed — a ResNet-18 step missed
+    // 120 times instead of none, 8 % slower; with bf16 activations, whose half-length arrays share lengths with float32
+    // ones of other shapes, a quarter's slack still missed 117 times a step (~1 000 ms), half 18 (~920 ms).)
+    this.dropOldest(Math.max(0, MISS_SLACK * this.peakLive - this.live - n * 4));
     this.allocated++;
     this.addLive(n * 4);
     // allocUnsafeSlow: no zero fill, and a buffer of its own (never a slice of Node's shared small-buffer pool).
