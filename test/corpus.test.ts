@@ -374,8 +374,10 @@ const cases: Case[] = [
     },
     steps: () => [
       // 36 images in batches of 6: every image is read in the epoch.
-      { args: ['pretrain', 'folder:pics', '--out', 'run', ...tinyFolder(1, 6), '--holdout', '0'], code: 2, says: /^byol: pics\/(red\/0|green\/1)\.jpg: cannot decode \(.*(premature end|Corrupt JPEG data).*\); the run stopped at step \d+; .*byol pretrain --resume run --skip-bad$/ },
-      { args: ['pretrain', '--resume', 'run', '--skip-bad'], code: 0, says: /^(?=[\s\S]*skipped pics\/red\/0\.jpg: cannot decode \(.*premature end of JPEG image)(?=[\s\S]*skipped pics\/green\/1\.jpg: cannot decode \(.*Corrupt JPEG data)[\s\S]*done: 6 steps/ },
+      // The garbled file's message is libjpeg's, and not always the same one (seen: "Corrupt JPEG data", and once in a
+      // full suite run "Unsupported marker type 0x07"); what matters is that the run names the file.
+      { args: ['pretrain', 'folder:pics', '--out', 'run', ...tinyFolder(1, 6), '--holdout', '0'], code: 2, says: /^byol: pics\/(red\/0\.jpg: cannot decode \(.*premature end.*\)|green\/1\.jpg: cannot decode \(.+\)); the run stopped at step \d+; .*byol pretrain --resume run --skip-bad$/ },
+      { args: ['pretrain', '--resume', 'run', '--skip-bad'], code: 0, says: /^(?=[\s\S]*skipped pics\/red\/0\.jpg: cannot decode \(.*premature end of JPEG image)(?=[\s\S]*skipped pics\/green\/1\.jpg: cannot decode \(.+\))[\s\S]*done: 6 steps/ },
     ],
     keep: ['pics'],
   },
