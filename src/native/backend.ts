@@ -145,9 +145,10 @@ function tokenOf(dataId: object): number {
  * pooling are stored as bfloat16, two values per float32 element, as PyTorch's autocast keeps them — the convolutions
  * that read them take them as they are (no conversion pass: they would have rounded them to bf16 themselves,
  * identically), batch norm and the gradients read them too, and the saved activations take half the memory. So is the
- * gradient batch norm hands back to the convolution before it (whose backward passes would round it to bf16 too). Data ids stored so map to their number of values. Any other reader
- * (a kernel that knows nothing of it, dataSync) first turns the data back into float32 for good (see {@link unpack}),
- * so a stored-bf16 tensor is never misread. BYOL_NATIVE_BF16_ACTIVATIONS=0 keeps them float32.
+ * gradient batch norm hands back to the convolution before it (whose backward passes would round it to bf16 too).
+ * Data ids stored so map to their number of values. Any other reader (a kernel that knows nothing of it, dataSync)
+ * first turns the data back into float32 for good (see {@link unpack}), so a stored-bf16 tensor is never misread.
+ * BYOL_NATIVE_BF16_ACTIVATIONS=0 keeps them float32.
  */
 const packed = new WeakMap<object, number>();
 let packActivations = false;
@@ -268,13 +269,16 @@ const values = (backend: MathBackendCPU, t: Info): Float32Array => {
 const stored = (backend: MathBackendCPU, t: Info): { data: Float32Array; packed: boolean } =>
   packed.has(t.dataId) ? { data: backend.data.get(t.dataId).values as Float32Array, packed: true } : { data: values(backend, t), packed: false };
 
-/** A fresh tensor of `shape` whose data `fill` writes as bf16 (two values per element). */
-function packedOutput(backend: MathBackendCPU, shape: number[], fill: (out: Float32Array, n: number) => void): Info {
-  const n = tf.util.sizeFromShape(shape);
-  const out = uninit(Math.ceil(n / 2));
-  fill(out, n);
-  const info = backend.makeTensorInfo(shape, 'float32', out);
-  packed.set(info.dataId, n);
+/**
+ * A fresh float32 tensor of `shape` whose data `fill` writes: stored as bf16 (two values per element) when `pack`,
+ * which `fill` is told, with the number of values.
+ */
+function output(backend: MathBackendCPU, shape: readonly number[], pack: boolean, fill: (out: Float32Array, pack: boolean, n: number) => void): Info {
+  const n = tf.util.sizeFromShape([...shape]);
+  const out = uninit(pack ? Math.ceil(n / 2) : n);
+  fill(out, pack, n);
+  const info = backend.makeTensorInfo([...shape], 'float32', out);
+  if (pack) packed.set(info.dataId, n);
   return info;
 }
 
@@ -323,13 +327,11 @@ function registerKernels(a: Addon): void {
     const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filter.shape as [number, number, number, number], at.strides, at.dilations, at.pad, at.dimRoundingMode, false, 'channelsLast');
     const xs = stored(backend, x);
     // In bf16 mode a plain convolution's output is stored as bf16 (oneDNN writes it so): batch norm reads it next.
-    if (packActivations && bias === null && (at.activation === undefined || at.activation === 'linear')) {
-      return packedOutput(backend, [...info.outShape], (out) => a.conv2dForward(xs.data, values(backend, filter), out, ...convGeometry(info), tokenOf(filter.dataId), xs.packed ? 1 : 0, 1));
-    }
-    const out = uninit(tf.util.sizeFromShape(info.outShape));
-    a.conv2dForward(xs.data, values(backend, filter), out, ...convGeometry(info), tokenOf(filter.dataId), xs.packed ? 1 : 0);
-    biasActivation(out, bias ? values(backend, bias) : null, at.activation);
-    return backend.makeTensorInfo(info.outShape, 'float32', out);
+    const pack = packActivations && bias === null && (at.activation === undefined || at.activation === 'linear');
+    return output(backend, info.outShape, pack, (out, bf16) => {
+      a.conv2dForward(xs.data, values(backend, filter), out, ...convGeometry(info), tokenOf(filter.dataId), xs.packed ? 1 : 0, bf16 ? 1 : 0);
+      if (!bf16) biasActivation(out, bias ? values(backend, bias) : null, at.activation);
+    });
   };
   reg('Conv2D', (args) => conv(args, 'Conv2D'));
   reg('FusedConv2D', (args) => conv(args, 'FusedConv2D'));
@@ -438,15 +440,10 @@ function registerKernels(a: Addon): void {
     const eps = (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon;
     const xs = stored(backend, x!);
     const n = tf.util.sizeFromShape(x!.shape);
-    const run = (out: Float32Array, pack: boolean) => a.bnTrain(xs.data, values(backend, scale!), values(backend, offset!), eps, out, mean, variance, relu, pack, xs.packed, n);
     // Images stored as bf16: read next by convolutions (with ReLU) or by a residual sum.
-    let y: Info;
-    if (packActivations && x!.shape.length === 4) y = packedOutput(backend, x!.shape, (out) => run(out, true));
-    else {
-      const out = uninit(tf.util.sizeFromShape(x!.shape));
-      run(out, false);
-      y = backend.makeTensorInfo(x!.shape, 'float32', out);
-    }
+    const y = output(backend, x!.shape, packActivations && x!.shape.length === 4, (out, bf16) =>
+      a.bnTrain(xs.data, values(backend, scale!), values(backend, offset!), eps, out, mean, variance, relu, bf16, xs.packed, n),
+    );
     if (relu) rectified.add(y.dataId);
     return [y, backend.makeTensorInfo([c], 'float32', mean), backend.makeTensorInfo([c], 'float32', variance)];
   };
@@ -461,16 +458,11 @@ function registerKernels(a: Addon): void {
     const dOffset = new Float32Array(c);
     const ys = y ? stored(backend, y) : null;
     const xs = stored(backend, x!);
-    const run = (dx: Float32Array, pack: boolean) =>
-      a.bnTrainGrad(xs.data, values(backend, dy!), values(backend, mean!), values(backend, variance!), values(backend, scale!), (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon, dx, dScale, dOffset, ys ? ys.data : null, ys?.packed ?? false, xs.packed, n, pack);
+    const eps = (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon;
     // The gradient reaching a convolution's output: stored as bf16, as the convolution's backward passes would round it.
-    let dx: Info;
-    if (packActivations && x!.shape.length === 4) dx = packedOutput(backend, x!.shape, (out) => run(out, true));
-    else {
-      const out = uninit(n);
-      run(out, false);
-      dx = backend.makeTensorInfo(x!.shape, 'float32', out);
-    }
+    const dx = output(backend, x!.shape, packActivations && x!.shape.length === 4, (out, bf16) =>
+      a.bnTrainGrad(xs.data, values(backend, dy!), values(backend, mean!), values(backend, variance!), values(backend, scale!), eps, out, dScale, dOffset, ys ? ys.data : null, ys?.packed ?? false, xs.packed, n, bf16),
+    );
     return [dx, backend.makeTensorInfo([c], 'float32', dScale), backend.makeTensorInfo([c], 'float32', dOffset)];
   });
 
@@ -523,10 +515,7 @@ function registerKernels(a: Addon): void {
     const geometry: [number[], number[], number[], number[], number[]] = [[...x.shape], [...info.outShape], [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [info.padInfo.top, info.padInfo.left]];
     // Pooling stored-bf16 activations: the maxima are bf16 values already, stored so (the next convolution reads them).
     const xs = stored(backend, x);
-    if (xs.packed) return packedOutput(backend, [...info.outShape], (out) => a.maxPool(xs.data, out, ...geometry, true));
-    const out = uninit(tf.util.sizeFromShape(info.outShape));
-    a.maxPool(xs.data, out, ...geometry);
-    return backend.makeTensorInfo(info.outShape, 'float32', out);
+    return output(backend, info.outShape, xs.packed, (out, bf16) => a.maxPool(xs.data, out, ...geometry, bf16));
   });
   reg('MaxPoolGrad', (args) => {
     const backend = args.backend as MathBackendCPU;
@@ -609,11 +598,8 @@ function registerElementwise(a: Addon): void {
       if ((op === 0 || op === 8) && (packed.has(A.dataId) || packed.has(B.dataId)) && tf.util.sizeFromShape(A.shape) === n && tf.util.sizeFromShape(B.shape) === n) {
         const as = stored(backend, A);
         const bs = stored(backend, B);
-        const run = (out: Float32Array, pack: boolean) => a.binaryPacked(op, as.data, as.packed, bs.data, bs.packed, out, pack, n);
-        if (op === 0 && as.packed && bs.packed && packActivations && outShape.length === 4) return packedOutput(backend, outShape, (out) => run(out, true));
-        const out = uninit(n);
-        run(out, false);
-        return backend.makeTensorInfo(outShape, 'float32', out);
+        const pack = op === 0 && as.packed && bs.packed && packActivations && outShape.length === 4;
+        return output(backend, outShape, pack, (out, bf16) => a.binaryPacked(op, as.data, as.packed, bs.data, bs.packed, out, bf16, n));
       }
       let mode = -1;
       let inner = n;
@@ -654,7 +640,7 @@ function registerElementwise(a: Addon): void {
       // ReLU of images in bf16 mode (a residual block's output, read next by convolutions): stored as bf16.
       if (op === 0 && packActivations && x.shape.length === 4) {
         const xs = stored(backend, x);
-        return packedOutput(backend, x.shape, (out, n) => a.reluPacked(xs.data, xs.packed, out, n));
+        return output(backend, x.shape, true, (out, _bf16, n) => a.reluPacked(xs.data, xs.packed, out, n));
       }
       const out = uninit(tf.util.sizeFromShape(x.shape));
       a.unary(op, values(backend, x), out, Number((args.attrs as Record<string, unknown> | undefined)?.['alpha'] ?? 0));
