@@ -537,6 +537,8 @@ test('bf16 activations: convolution, batch norm, ReLU and max-pool outputs store
       ['add', (v) => tf.add(v, x)],
       ['add both', (v) => tf.add(v, tf.relu(tf.neg(x)))],
       ['relu again', (v) => tf.relu(v)],
+      // Batch norm in inference form (evaluation): its output is stored as bf16 too.
+      ['batchNorm (inference)', (v) => tf.batchNorm(v, tf.linspace(-0.2, 0.3, 8), tf.linspace(0.5, 2, 8), tf.linspace(0, 1, 8), tf.linspace(1, 3, 8), 1e-3)],
     ];
     for (const [name, read] of readers) {
       const got = tf.tidy(() => {
@@ -545,8 +547,8 @@ test('bf16 activations: convolution, batch norm, ReLU and max-pool outputs store
         return Array.from(read(stored).dataSync());
       });
       const ref = tf.tidy(() => Array.from(read(rounded).dataSync()));
-      // 'add both': the second operand is stored as bf16 too, and so is their sum.
-      const want = name === 'add both' ? tf.tidy(() => Array.from(tf.add(rounded, tf.tensor(Array.from(tf.relu(tf.neg(x)).dataSync()), x.shape)).dataSync(), roundBf16)) : ref;
+      // 'add both': the second operand is stored as bf16 too, and so is their sum; batch norm's output is stored so.
+      const want = name === 'add both' ? tf.tidy(() => Array.from(tf.add(rounded, tf.tensor(Array.from(tf.relu(tf.neg(x)).dataSync()), x.shape)).dataSync(), roundBf16)) : name.startsWith('batchNorm') ? ref.map(roundBf16) : ref;
       relClose(got, want, 1e-6, `reader ${name}`);
     }
     // Convolutions and both gradients read stored bf16 exactly as they would have converted float32 themselves (direct

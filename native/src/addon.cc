@@ -949,18 +949,23 @@ void AffineRows(const float* x, const float* a, const float* b, float* y, int64_
   else AffineRowsOf<false>(x, a, b, y, rows, c);
 }
 
-// channelAffine(x, scale, shift, out): out = x · scale[c] + shift[c] over the last axis (batch norm in inference form).
+// channelAffine(x, scale, shift, out[, xPacked, n, outPacked]): out = x · scale[c] + shift[c] over the last axis
+// (batch norm in inference form); x and out each float32 or stored as bf16 (then of n values).
 Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
-  auto xa = info[0].As<Napi::Float32Array>();
-  int64_t n = xa.ElementLength();
   auto sc = info[1].As<Napi::Float32Array>();
   int64_t c = sc.ElementLength();
-  const float* x = xa.Data();
+  const bool xPacked = info.Length() > 4 && info[4].ToBoolean().Value();
+  const bool outPacked = info.Length() > 6 && info[6].ToBoolean().Value();
+  const int64_t n = xPacked || outPacked ? info[5].As<Napi::Number>().Int64Value() : int64_t(info[0].As<Napi::Float32Array>().ElementLength());
   const float* a = sc.Data();
   const float* b = Data(info[2], c, "shift");
-  float* o = Data(info[3], n, "out");
   if (c == 0 || n % c != 0) throw Napi::RangeError::New(info.Env(), "channelAffine: size is not a multiple of channels");
-  AffineRows(x, a, b, o, n / c, c);
+  auto run = [&](const auto* x) {
+    if (outPacked) AffineRowsOf<false>(x, a, b, PackedData(info[3], n, "out"), n / c, c);
+    else AffineRowsOf<false>(x, a, b, Data(info[3], n, "out"), n / c, c);
+  };
+  if (xPacked) run(static_cast<const uint16_t*>(PackedData(info[0], n, "x")));
+  else run(static_cast<const float*>(Data(info[0], n, "x")));
   return info.Env().Undefined();
 }
 

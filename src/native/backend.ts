@@ -30,7 +30,8 @@ interface Addon {
   larsUpdate(p: Float32Array, g: Float32Array, mu: Float32Array, newP: Float32Array, newMu: Float32Array, lr: number, weightDecay: number, momentum: number, eta: number, adapt: boolean): void;
   emaUpdate(target: Float32Array, online: Float32Array, out: Float32Array, tau: number): void;
   emaUpdateAll(targets: Float32Array[], onlines: Float32Array[], outs: Float32Array[], tau: number): void;
-  channelAffine(x: Float32Array, scale: Float32Array, shift: Float32Array, out: Float32Array): void;
+  /** xPacked / outPacked: x / out stored as bf16 (then n is the number of values). */
+  channelAffine(x: Float32Array, scale: Float32Array, shift: Float32Array, out: Float32Array, xPacked?: boolean, n?: number, outPacked?: boolean): void;
   /** packed: x and y stored as bf16. */
   maxPool(x: Float32Array, y: Float32Array, xShape: number[], yShape: number[], window: number[], strides: number[], padTopLeft: number[], packed?: boolean): void;
   /** xPacked: x stored as bf16. */
@@ -141,8 +142,8 @@ function tokenOf(dataId: object): number {
 }
 
 /**
- * bf16 activations (bf16 mode): the outputs of plain convolutions, of batch norm + ReLU, of ReLU on images and of max
- * pooling are stored as bfloat16, two values per float32 element, as PyTorch's autocast keeps them — the convolutions
+ * bf16 activations (bf16 mode): the outputs of plain convolutions, of batch norm (training or inference form, with or
+ * without ReLU), of ReLU on images and of max pooling are stored as bfloat16, two values per float32 element, as PyTorch's autocast keeps them — the convolutions
  * that read them take them as they are (no conversion pass: they would have rounded them to bf16 themselves,
  * identically), batch norm and the gradients read them too, and the saved activations take half the memory. So is the
  * gradient batch norm hands back to the convolution before it (whose backward passes would round it to bf16 too).
@@ -422,9 +423,9 @@ function registerKernels(a: Addon): void {
       mul[j] = (g ? g[j]! : 1) / Math.sqrt(v[j]! + eps);
       add[j] = (b ? b[j]! : 0) - m[j]! * mul[j]!;
     }
-    const out = uninit(tf.util.sizeFromShape(x!.shape));
-    a.channelAffine(values(backend, x!), mul, add, out);
-    return backend.makeTensorInfo(x!.shape, 'float32', out);
+    // In bf16 mode (evaluation of a bf16 run): images read and written as bf16, as in training.
+    const xs = stored(backend, x!);
+    return output(backend, x!.shape, packActivations && x!.shape.length === 4, (out, bf16, n) => a.channelAffine(xs.data, mul, add, out, xs.packed, n, bf16));
   });
 
   // Batch norm's training pass (see nets/batchnorm.ts): statistics, normalization and affine in three passes over x
