@@ -396,13 +396,17 @@ test('the fused native EMA update matches the reference; τ = 1 and τ = 0 stay 
   }
 });
 
-test('bf16 mode: convolutions, their gradients and matrix products within bf16 precision of float32; fp32 restores exactness', { skip }, async (t) => {
+/** Switches to native in bf16 mode; where the CPU has no fast bf16 kernels, skips the test (back on cpu) and says false. */
+async function nativeBf16OrSkip(t: { skip(message: string): void }): Promise<boolean> {
   await useBackend('native');
-  if (!setNativePrecision('bf16')) {
-    t.skip('this CPU has no fast bf16 kernels');
-    await useBackend('cpu');
-    return;
-  }
+  if (setNativePrecision('bf16')) return true;
+  t.skip('this CPU has no fast bf16 kernels');
+  await useBackend('cpu');
+  return false;
+}
+
+test('bf16 mode: convolutions, their gradients and matrix products within bf16 precision of float32; fp32 restores exactness', { skip }, async (t) => {
+  if (!(await nativeBf16OrSkip(t))) return;
   setNativePrecision('fp32');
   const f = () => {
     const x = rand([2, 9, 9, 8], 1) as tf.Tensor4D;
@@ -497,12 +501,7 @@ function roundBf16(v: number): number {
 }
 
 test('bf16 activations: convolution, batch norm, ReLU and max-pool outputs stored as bf16 (rounded to nearest even), read right by every reader, turned back for good; convolutions and their gradients see exactly what they would have converted', { skip }, async (t) => {
-  await useBackend('native');
-  if (!setNativePrecision('bf16')) {
-    t.skip('this CPU has no fast bf16 kernels');
-    await useBackend('cpu');
-    return;
-  }
+  if (!(await nativeBf16OrSkip(t))) return;
   try {
     // The addon's conversion against the reference, with ties, signs, tiny and huge values, ±∞ and NaN.
     const special = [0, -0, 1, -1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9, 3.4e38, -3.4e38, 1e-30, Infinity, -Infinity, NaN, 0.1, -7.3];

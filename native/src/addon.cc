@@ -122,6 +122,14 @@ inline void Store(T* y, int64_t i, float v) {
   else y[i] = v;
 }
 
+// Calls f with the Float32Array `v` of n values as it is stored: const uint16_t* (bf16, two per element) when
+// `packed`, else const float* — one line per operand instead of a branch with two casts at each kernel.
+template <typename F>
+void WithStored(const Napi::Value& v, int64_t n, bool packed, const char* what, F&& f) {
+  if (packed) f(static_cast<const uint16_t*>(PackedData(v, n, what)));
+  else f(static_cast<const float*>(Data(v, n, what)));
+}
+
 // bf16 mode: convolutions and matrix products take their inputs in bfloat16 (converted on the way in; AVX512-BF16 /
 // AMX kernels) and give float32 results; weights, gradients and everything else stay float32.
 bool g_bf16 = false;
@@ -250,6 +258,12 @@ size_t EnvSize(const char* name, size_t fallback) {
   return end && *end == '\0' ? size_t(x) : fallback;
 }
 
+// The machine's physical memory (16 GiB where the system does not say), for the caches' default bounds.
+size_t MachineBytes() {
+  long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && size > 0 ? size_t(pages) * size_t(size) : size_t(16) << 30;
+}
+
 // Primitives by shape, least recently used out first: a process that meets many shapes (evaluation chunks, last
 // partial batches, images of many sizes) keeps at most `limit` primitives and `byteLimit` bytes of their conversion
 // buffers, instead of one set per shape for its whole life. A training step's shapes recur every step, so the
@@ -257,8 +271,7 @@ size_t EnvSize(const char* name, size_t fallback) {
 class PrimitiveCache {
  public:
   PrimitiveCache() {
-    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
-    size_t quarter = pages > 0 && size > 0 ? size_t(pages) * size_t(size) / 4 : size_t(4) << 30;
+    size_t quarter = MachineBytes() / 4;
     limit_ = std::max<size_t>(1, EnvSize("BYOL_NATIVE_CACHE", 512));
     byteLimit_ = EnvSize("BYOL_NATIVE_CACHE_MB", quarter >> 20) << 20;
     // oneDNN keeps primitives (their JIT code, scratchpads) in a cache of its own too: the same bound.
@@ -325,8 +338,7 @@ PrimitiveCache cache;
 class ConvertedCache {
  public:
   ConvertedCache() {
-    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
-    size_t eighth = pages > 0 && size > 0 ? size_t(pages) * size_t(size) / 8 : size_t(2) << 30;
+    size_t eighth = MachineBytes() / 8;
     byteLimit_ = EnvSize("BYOL_NATIVE_CONVERTED_MB", eighth >> 20) << 20;
   }
   // `user` as `want`: itself when they agree; else the copy kept for `token` (made on first use); token 0: into `buf`.
@@ -964,8 +976,7 @@ Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
     if (outPacked) AffineRowsOf<false>(x, a, b, PackedData(info[3], n, "out"), n / c, c);
     else AffineRowsOf<false>(x, a, b, Data(info[3], n, "out"), n / c, c);
   };
-  if (xPacked) run(static_cast<const uint16_t*>(PackedData(info[0], n, "x")));
-  else run(static_cast<const float*>(Data(info[0], n, "x")));
+  WithStored(info[0], n, xPacked, "x", run);
   return info.Env().Undefined();
 }
 
@@ -1047,8 +1058,7 @@ Napi::Value BnTrain(const Napi::CallbackInfo& info) {
       else AffineRowsOf<false>(x, a.data(), sh.data(), y, rows, c);
     }
   };
-  if (xPacked) run(static_cast<const uint16_t*>(PackedData(info[0], n, "x")));
-  else run(static_cast<const float*>(Data(info[0], n, "x")));
+  WithStored(info[0], n, xPacked, "x", run);
   return info.Env().Undefined();
 }
 
@@ -1073,8 +1083,7 @@ Napi::Value ReluPacked(const Napi::CallbackInfo& info) {
       }
     }
   };
-  if (xPacked) run(static_cast<const uint16_t*>(PackedData(info[0], n, "x")));
-  else run(static_cast<const float*>(Data(info[0], n, "x")));
+  WithStored(info[0], n, xPacked, "x", run);
   return info.Env().Undefined();
 }
 
@@ -1106,16 +1115,11 @@ Napi::Value BinaryPacked(const Napi::CallbackInfo& info) {
       for (int64_t i = 0; i < n; i++) o[i] = Apply<OP>(Load(a, i), Load(b, i));
     }
   };
-  auto withB = [&](auto k, const auto* a) {
-    if (bp) run(k, a, static_cast<const uint16_t*>(PackedData(info[3], n, "b")));
-    else run(k, a, static_cast<const float*>(Data(info[3], n, "b")));
+  auto withOperands = [&](auto k) {
+    WithStored(info[1], n, ap, "a", [&](const auto* a) { WithStored(info[3], n, bp, "b", [&](const auto* b) { run(k, a, b); }); });
   };
-  auto withA = [&](auto k) {
-    if (ap) withB(k, static_cast<const uint16_t*>(PackedData(info[1], n, "a")));
-    else withB(k, static_cast<const float*>(Data(info[1], n, "a")));
-  };
-  if (op == 0) withA(std::integral_constant<int, 0>{});
-  else withA(std::integral_constant<int, 8>{});
+  if (op == 0) withOperands(std::integral_constant<int, 0>{});
+  else withOperands(std::integral_constant<int, 8>{});
   return info.Env().Undefined();
 }
 
@@ -1209,8 +1213,7 @@ Napi::Value BnTrainGrad(const Napi::CallbackInfo& info) {
     if (dxPacked) withDx(x, static_cast<uint16_t*>(dx));
     else withDx(x, static_cast<float*>(dx));
   };
-  if (xPacked) run(static_cast<const uint16_t*>(PackedData(info[0], n, "x")));
-  else run(static_cast<const float*>(Data(info[0], n, "x")));
+  WithStored(info[0], n, xPacked, "x", run);
   return info.Env().Undefined();
 }
 
