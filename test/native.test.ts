@@ -101,6 +101,87 @@ test('the matrix-product (im2col) convolution forward matches the cpu backend on
   assert.throws(() => a.setConvGemm(3 as 2), /0, 1 or 2/);
 });
 
+test('mirrored convolutions (forward on the backward-data kernel and back) match the cpu backend: square and unequal channels, asymmetric and no padding, bf16 with stored activations; tuned mode mirrors only stride-1 multi-tap passes', { skip }, async () => {
+  const a = addon!;
+  // Stride-1, undilated: what can be mirrored. Unequal channels catch a filter not transposed; 4×2 'same' pads
+  // asymmetrically (0 top, 1 bottom, …); 'valid' has no padding (the mirror pads K − 1).
+  const cases = [
+    { x: [2, 9, 7, 3], f: [3, 3, 3, 5], p: 'same' as const },
+    { x: [2, 7, 6, 3], f: [4, 2, 3, 5], p: 'same' as const },
+    { x: [2, 8, 9, 4], f: [3, 5, 4, 6], p: 'valid' as const },
+    { x: [2, 9, 9, 3], f: [3, 3, 3, 2], p: 1 },
+    { x: [1, 4, 4, 40], f: [3, 3, 40, 40], p: 'same' as const },
+  ];
+  const run = (c: (typeof cases)[number], i: number) => () => {
+    const x = rand(c.x, i) as tf.Tensor4D;
+    const f = rand(c.f, i + 50) as tf.Tensor4D;
+    const y = tf.conv2d(x, f, 1, c.p);
+    const w = rand(y.shape, i + 99);
+    const [dx, df] = tf.grads((u: tf.Tensor, v: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(u as tf.Tensor4D, v as tf.Tensor4D, 1, c.p), w)))([x, f]);
+    return [y, dx!, df!];
+  };
+  try {
+    a.setConvGemm(0);
+    a.setConvMirror(1);
+    for (const [i, c] of cases.entries()) {
+      const [ref, got] = await both(run(c, i));
+      ['y', 'dx', 'dfilter'].forEach((name, j) => relClose(got[j]!, ref[j]!, 1e-4, `mirrored case ${i} ${name}`));
+    }
+    // bf16, with the input and output of the forward stored as bf16 (a ReLU before, a batch norm reading after): the
+    // mirrored passes agree with the direct ones within bf16 precision, and are not bit-equal to them (other kernels
+    // ran; the forward alone may round to the same bf16 outputs).
+    await useBackend('native');
+    if (setNativePrecision('bf16')) {
+      const c = cases[4]!;
+      const f = () =>
+        tf.tidy(() => {
+          const x = rand(c.x, 4) as tf.Tensor4D;
+          const k = tf.mul(rand(c.f, 54), 0.2) as tf.Tensor4D;
+          const probe = rand([1, 4, 4, 40], 7);
+          const loss = (u: tf.Tensor, v: tf.Tensor) => tf.sum(tf.mul(tf.relu(tf.conv2d(tf.relu(u) as tf.Tensor4D, v as tf.Tensor4D, 1, 'same')), probe));
+          const [dx, dk] = tf.grads(loss)([x, k]);
+          return [tf.conv2d(tf.relu(x), k, 1, 'same'), dx!, dk!].map((t) => Array.from(t.dataSync()));
+        });
+      a.setConvMirror(1);
+      const mirrored = f();
+      a.setConvMirror(0);
+      const direct = f();
+      direct.forEach((d, j) => {
+        const err = Math.sqrt(d.reduce((s, v, k) => s + (v - mirrored[j]![k]!) ** 2, 0) / d.reduce((s, v) => s + v * v, 0));
+        assert.ok(err < 2e-2, `bf16 output ${j}: mirrored vs direct ${err.toExponential(2)}`);
+      });
+      assert.ok(mirrored.some((m, j) => m.some((v, k) => v !== direct[j]![k])), 'the mirrored passes ran other kernels');
+      setNativePrecision('fp32');
+    }
+    await useBackend('cpu');
+    // Tuned: stride-1 3×3 passes are candidates (both ways timed), strided and 1×1 ones never.
+    a.setConvMirror(2);
+    const shapes = [
+      { x: [2, 8, 8, 16], f: [3, 3, 16, 16], s: 1 },
+      { x: [2, 8, 8, 16], f: [1, 1, 16, 16], s: 1 },
+      { x: [2, 8, 8, 16], f: [3, 3, 16, 16], s: 2 },
+    ];
+    for (const [i, c] of shapes.entries()) {
+      const [ref, got] = await both(() => {
+        const x = rand(c.x, i) as tf.Tensor4D;
+        const k = rand(c.f, i + 7) as tf.Tensor4D;
+        return [tf.conv2d(x, k, c.s, 'same'), tf.grad((u: tf.Tensor) => tf.sum(tf.square(tf.conv2d(u as tf.Tensor4D, k, c.s, 'same'))))(x)];
+      });
+      got.forEach((g, j) => relClose(g, ref[j]!, 1e-4, `tuned shape ${i} output ${j}`));
+    }
+    for (const key of a.convMirrorShapes()) {
+      const n = key.split(',').slice(2).map(Number); // pass,<precision>,x[4],w[4],y[4],strides[2],dilations[2],...
+      assert.ok(/^(fwd|bwd_data),/.test(key) && n[4]! * n[5]! > 1 && n[12] === 1 && n[13] === 1, `tuned into the mirror: ${key}`);
+    }
+  } finally {
+    a.setConvGemm(2);
+    a.setConvMirror(2);
+    setNativePrecision('fp32');
+    await useBackend('cpu');
+  }
+  assert.throws(() => a.setConvMirror(3 as 2), /0, 1 or 2/);
+});
+
 test('native fused convolution and matrix products (bias, ReLU, transposes, batches) match the cpu backend', { skip }, async () => {
   const [ref, got] = await both(() => {
     const x = rand([2, 8, 8, 3], 3) as tf.Tensor4D;
@@ -481,8 +562,34 @@ test('converted copies (filter layouts, bf16 inputs) serve every call on the sam
       step(w4);
       assert.ok(a.convertedStats().bytes <= 1000 + 3 * 3 * 16 * 32 * 4, JSON.stringify(a.convertedStats()));
       w4.dispose();
+
+      // A mirrored copy has other contents than the plain copy of the same filter, possibly in the same layout (equal
+      // channels): passes on plain and on mirrored kernels, in turns, with one token, equal the same passes without
+      // copies (a cache that told copies apart by layout alone would hand one the other's).
+      const geom = [[2, 8, 8, 16], [3, 3, 16, 16], [2, 8, 8, 16], [1, 1], [1, 1], [1, 1], [1, 1]];
+      const xs = Float32Array.from({ length: 2048 }, (_, i) => Math.sin(i * 0.37));
+      const ws = Float32Array.from({ length: 2304 }, (_, i) => Math.cos(i * 0.91) * 0.1);
+      const token = 2 ** 50 + 1; // never one of the backend's tokens (they count up from 1)
+      const pass = (kind: 'fwd' | 'bwd', mirror: 0 | 1) => {
+        a.setConvMirror(mirror);
+        const out = new Float32Array(2048);
+        if (kind === 'fwd') a.conv2dForward(xs, ws, out, ...geom, token);
+        else a.conv2dBackpropInput(xs, ws, out, ...geom, token, 0);
+        return Array.from(out);
+      };
+      const order = [['fwd', 0], ['bwd', 1], ['bwd', 0], ['fwd', 1]] as const;
+      a.setConvertedLimit(0);
+      const uncached = order.map(([kind, mirror]) => pass(kind, mirror));
+      a.setConvertedLimit(1 << 30);
+      const cached = order.map(([kind, mirror]) => pass(kind, mirror));
+      assert.deepEqual(cached, uncached, `${precision}: mirrored and plain copies of one filter kept apart`);
+      assert.ok(a.convertedStats().tokens > before.tokens, `${precision}: the copies were kept`);
+      a.forgetConverted(token);
+      a.setConvMirror(2);
+      assert.deepEqual(a.convertedStats(), before, `${precision}: the copies went with their token`);
     }
   } finally {
+    a.setConvMirror(2);
     a.setConvGemm(2);
     a.setConvertedLimit(1 << 30);
     setNativePrecision('fp32');
@@ -641,9 +748,9 @@ test('the primitive cache is bounded: 200 distinct shapes keep at most its limit
       if (width === 40 || width === 200) { out.after.push(rss()); out.stats.push(a.cacheStats()); }
     }
     console.log(JSON.stringify(out));`;
-  // Direct convolutions only: tuning would add a matrix-product primitive beside each 1×W convolution.
+  // Direct convolutions only: tuning would add a matrix-product or a mirrored primitive beside each 1×W convolution.
   const run = (env: Record<string, string>) => {
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, BYOL_NATIVE_CONV_GEMM: '0', ...env }, timeout: 120_000 });
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, BYOL_NATIVE_CONV_GEMM: '0', BYOL_NATIVE_CONV_MIRROR: '0', ...env }, timeout: 120_000 });
     assert.equal(r.status, 0, r.stderr);
     return JSON.parse(r.stdout) as { after: number[]; stats: { entries: number; bytes: number; limit: number; byteLimit: number }[] };
   };

@@ -56,6 +56,14 @@ interface Addon {
   setConvGemm(mode: 0 | 1 | 2): void;
   /** The geometry keys of tuned shapes whose forward takes the matrix product. */
   convGemmShapes(): string[];
+  /**
+   * Whether a stride-1 undilated convolution's forward and backward-data passes may run on its mirror's kernels (the
+   * mirror's backward-data pass is the forward, and its forward the backward-data pass): 0 never, 1 always where it
+   * applies, 2 (default; env BYOL_NATIVE_CONV_MIRROR) tuned per shape on its first call. Forgets tuned choices.
+   */
+  setConvMirror(mode: 0 | 1 | 2): void;
+  /** The keys of tuned passes that run on the mirror's kernel ("fwd,…" or "bwd_data,…", then precision and geometry). */
+  convMirrorShapes(): string[];
   getThreads(): number;
   cacheSize(): number;
   /** The primitive cache: entries, bytes of conversion buffers, and their limits. */
