@@ -42,6 +42,7 @@ export {
 } from './nets/encoder.js';
 export { DEFAULT_BATCH_NORM, type BatchNormConfig } from './nets/init.js';
 export { batchNorm, fusedBatchNormClass, fuseBatchNormRelu, FUSED_BN_TRAIN_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_GRAD_KERNEL } from './nets/batchnorm.js';
+export { residualAdd, fusedAddClass, FUSED_ADD_RELU_KERNEL } from './nets/residual.js';
 export { ByolError, type ByolErrorCode } from './errors.js';
 export { silenceCpuBanner, installWasmFastPaths } from './backend.js';
 export { installWasmConvBackpropFilter, installWasmConvBackpropInput, installWasmFastTile } from './wasm-kernels.js';
@@ -94,6 +95,9 @@ export {
   batchNormTrainReference,
   batchNormReluTrainReference,
   batchNormGradReference,
+  RELU_GRAD_KERNEL,
+  addReluReference,
+  reluGradReference,
   type FusedKernelName,
   type LarsAttrs,
 } from './kernels.js';

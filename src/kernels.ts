@@ -36,8 +36,28 @@ export const FUSED_BN_RELU_TRAIN_KERNEL = 'ByolBatchNormReluTrain';
  */
 export const FUSED_BN_GRAD_KERNEL = 'ByolBatchNormGrad';
 
+/**
+ * A residual sum followed by ReLU in one pass: inputs `a`, `b` of one shape; output max(0, a + b) (NaN stays NaN). See
+ * {@link addReluReference}.
+ */
+export const FUSED_ADD_RELU_KERNEL = 'ByolAddRelu';
+/**
+ * ReLU's gradient in one pass: inputs `a` (dy) and `b` (the ReLU's output y) of one shape; output dy·step(y) (NaN where
+ * y is NaN, as tfjs's Step). See {@link reluGradReference}.
+ */
+export const RELU_GRAD_KERNEL = 'ByolReluGrad';
+
 /** Every fused kernel name of the contract. */
-export const FUSED_KERNELS = [FUSED_LARS_KERNEL, FUSED_EMA_KERNEL, FUSED_EMA_ALL_KERNEL, FUSED_BN_TRAIN_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_GRAD_KERNEL] as const;
+export const FUSED_KERNELS = [
+  FUSED_LARS_KERNEL,
+  FUSED_EMA_KERNEL,
+  FUSED_EMA_ALL_KERNEL,
+  FUSED_BN_TRAIN_KERNEL,
+  FUSED_BN_RELU_TRAIN_KERNEL,
+  FUSED_BN_GRAD_KERNEL,
+  FUSED_ADD_RELU_KERNEL,
+  RELU_GRAD_KERNEL,
+] as const;
 export type FusedKernelName = (typeof FUSED_KERNELS)[number];
 
 export interface LarsAttrs {
@@ -109,4 +129,14 @@ export function batchNormGradReference(x: tf.Tensor, dyIn: tf.Tensor, mean: tf.T
     const dx = tf.mul(tf.mul(scale, inv), tf.sub(tf.sub(dy, tf.div(dOffset, m)), tf.mul(xHat, tf.div(dScale, m))));
     return [dx, dScale, dOffset];
   });
+}
+
+/** max(0, a + b): the residual block's sum and ReLU. */
+export function addReluReference(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => tf.relu(tf.add(a, b)));
+}
+
+/** dy·step(y): ReLU's gradient, its mask taken from ReLU's output y (y > 0 exactly where the input was). */
+export function reluGradReference(dy: tf.Tensor, y: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => tf.mul(dy, tf.step(y)));
 }

@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import {
+  FUSED_ADD_RELU_KERNEL,
   FUSED_BN_GRAD_KERNEL,
   FUSED_BN_RELU_TRAIN_KERNEL,
   FUSED_BN_TRAIN_KERNEL,
@@ -17,11 +18,14 @@ import {
   FUSED_EMA_KERNEL,
   FUSED_KERNELS,
   FUSED_LARS_KERNEL,
+  RELU_GRAD_KERNEL,
+  addReluReference,
   batchNormGradReference,
   batchNormReluTrainReference,
   batchNormTrainReference,
   emaReference,
   larsUpdateReference,
+  reluGradReference,
 } from '../src/kernels.js';
 import { loadNativeAddon, nativeLoadError, useBackend } from '../src/node.js';
 
@@ -105,6 +109,8 @@ test('the native backend registers every kernel of the contract and each matches
   const lars = arrays([rand([64, 33], 1), rand([64, 33], 2, -0.1, 0.1), rand([64, 33], 3, -0.01, 0.01)]);
   const bnX = arrays([rand([4, 5, 5, 16], 4, -2, 3), rand([16], 5, 0.5, 1.5), rand([16], 6), rand([4, 5, 5, 16], 7)]);
   const ema = arrays([rand([300], 8), rand([300], 9), rand([7, 3], 10), rand([7, 3], 11)]);
+  // Residual sums: half the sums negative, so that ReLU's mask and gradient have something to cut.
+  const sums = arrays([rand([4, 5, 5, 16], 12), rand([4, 5, 5, 16], 13), rand([4, 5, 5, 16], 14)]);
   const run = async (backend: 'cpu' | 'native') => {
     await useBackend(backend);
     const t = (a: { data: Float32Array | Int32Array | Uint8Array; shape: number[] }) => tf.tensor(a.data as Float32Array, a.shape, 'float32');
@@ -133,6 +139,10 @@ test('the native backend registers every kernel of the contract and each matches
         ? (tf.engine().runKernel(FUSED_BN_GRAD_KERNEL, { x, dy, mean: mr!, variance: vr!, scale, y: yr! }, { varianceEpsilon: 1e-5 }) as tf.Tensor[])
         : batchNormGradReference(x, dy, mr!, vr!, scale, 1e-5, yr!),
     );
+    const [sa, sb, sdy] = sums.map(t) as [tf.Tensor, tf.Tensor, tf.Tensor];
+    const sum = backend === 'native' ? (tf.engine().runKernel(FUSED_ADD_RELU_KERNEL, { a: sa, b: sb }) as tf.Tensor) : addReluReference(sa, sb);
+    out[FUSED_ADD_RELU_KERNEL] = read([sum]);
+    out[RELU_GRAD_KERNEL] = read([backend === 'native' ? (tf.engine().runKernel(RELU_GRAD_KERNEL, { a: sdy, b: sum }) as tf.Tensor) : reluGradReference(sdy, sum)]);
     out[FUSED_EMA_KERNEL] = read([backend === 'native' ? (tf.engine().runKernel(FUSED_EMA_KERNEL, { target: t0, online: o0 }, { tau: 0.996 }) as tf.Tensor) : emaReference(t0, o0, 0.996)]);
     out[FUSED_EMA_ALL_KERNEL] = read(
       backend === 'native'
@@ -149,6 +159,20 @@ test('the native backend registers every kernel of the contract and each matches
   for (const [name, outs] of Object.entries(want)) {
     outs.forEach((w, i) => close(got[name]![i]!, w, 1e-5, `${name} output ${i}`));
   }
+  // Edge values, exactly as the references (tfjs's ReLU and Step): NaN stays NaN, −0 and 0 are not positive, ±∞.
+  const edge = [NaN, -0, 0, 1, -1, Infinity, -Infinity, 2.5];
+  const other = [1, 0, -0, -1, 1, -Infinity, Infinity, -3];
+  const exact = async (backend: 'cpu' | 'native') => {
+    await useBackend(backend);
+    const [ea, eb] = [tf.tensor(edge), tf.tensor(other)];
+    const y = backend === 'native' ? (tf.engine().runKernel(FUSED_ADD_RELU_KERNEL, { a: ea, b: eb }) as tf.Tensor) : addReluReference(ea, eb);
+    const g = backend === 'native' ? (tf.engine().runKernel(RELU_GRAD_KERNEL, { a: eb, b: ea }) as tf.Tensor) : reluGradReference(eb, ea);
+    const out = [Array.from(y.dataSync()), Array.from(g.dataSync())];
+    tf.dispose([ea, eb, y, g]);
+    return out;
+  };
+  const [wantEdge, gotEdge] = [await exact('cpu'), await exact('native')];
+  gotEdge.forEach((v, i) => v.forEach((x, j) => assert.ok(Object.is(x, wantEdge[i]![j]), `edge ${i}/${j}: ${x} vs ${wantEdge[i]![j]}`)));
   await useBackend('cpu');
 });
 

@@ -8,6 +8,7 @@ import { cloneArchitecture } from '../src/nets/encoder.js';
 import { convNet } from '../src/nets/convnet.js';
 import { mlpHead } from '../src/nets/mlp.js';
 import { resnet } from '../src/nets/resnet.js';
+import { fusedAddClass, residualAdd } from '../src/nets/residual.js';
 import { isStoredBf16 } from '../src/native/backend.js';
 
 const addon = loadNativeAddon();
@@ -154,24 +155,32 @@ test('mirrored convolutions (forward on the backward-data kernel and back) match
       setNativePrecision('fp32');
     }
     await useBackend('cpu');
-    // Tuned: stride-1 3×3 passes are candidates (both ways timed), strided and 1×1 ones never.
-    a.setConvMirror(2);
+    // Tuned: stride-1 3×3 passes of at least 2^27 flops are candidates (both ways timed); smaller, strided and 1×1 ones
+    // never are. Whatever each chooses, results agree with the direct kernels.
     const shapes = [
+      { x: [8, 16, 16, 64], f: [3, 3, 64, 64], s: 1 },
       { x: [2, 8, 8, 16], f: [3, 3, 16, 16], s: 1 },
-      { x: [2, 8, 8, 16], f: [1, 1, 16, 16], s: 1 },
-      { x: [2, 8, 8, 16], f: [3, 3, 16, 16], s: 2 },
+      { x: [8, 16, 16, 64], f: [1, 1, 64, 64], s: 1 },
+      { x: [8, 16, 16, 64], f: [3, 3, 64, 64], s: 2 },
     ];
+    await useBackend('native');
     for (const [i, c] of shapes.entries()) {
-      const [ref, got] = await both(() => {
-        const x = rand(c.x, i) as tf.Tensor4D;
-        const k = rand(c.f, i + 7) as tf.Tensor4D;
-        return [tf.conv2d(x, k, c.s, 'same'), tf.grad((u: tf.Tensor) => tf.sum(tf.square(tf.conv2d(u as tf.Tensor4D, k, c.s, 'same'))))(x)];
-      });
-      got.forEach((g, j) => relClose(g, ref[j]!, 1e-4, `tuned shape ${i} output ${j}`));
+      const f = () =>
+        tf.tidy(() => {
+          const x = rand(c.x, i) as tf.Tensor4D;
+          const k = tf.mul(rand(c.f, i + 7), 0.1) as tf.Tensor4D;
+          return [tf.conv2d(x, k, c.s, 'same'), tf.grad((u: tf.Tensor) => tf.sum(tf.square(tf.conv2d(u as tf.Tensor4D, k, c.s, 'same'))))(x)].map((t) => Array.from(t.dataSync()));
+        });
+      a.setConvMirror(0);
+      const direct = f();
+      a.setConvMirror(2);
+      f().forEach((g, j) => relClose(g, direct[j]!, 1e-4, `tuned shape ${i} output ${j}`));
     }
+    await useBackend('cpu');
     for (const key of a.convMirrorShapes()) {
       const n = key.split(',').slice(2).map(Number); // pass,<precision>,x[4],w[4],y[4],strides[2],dilations[2],...
-      assert.ok(/^(fwd|bwd_data),/.test(key) && n[4]! * n[5]! > 1 && n[12] === 1 && n[13] === 1, `tuned into the mirror: ${key}`);
+      const flops = 2 * n[8]! * n[9]! * n[10]! * n[11]! * n[4]! * n[5]! * n[6]!;
+      assert.ok(/^(fwd|bwd_data),/.test(key) && n[4]! * n[5]! > 1 && n[12] === 1 && n[13] === 1 && flops >= 2 ** 27, `tuned into the mirror: ${key}`);
     }
   } finally {
     a.setConvGemm(2);
@@ -236,7 +245,7 @@ test('fused batch norm (training pass, gradients, moving statistics) on native m
 
 test('batch norm + ReLU in one kernel: the builders mark exactly the batch norms only a ReLU reads; outputs and gradients equal the unfused model and the cpu backend; nothing leaks', { skip }, async () => {
   await useBackend('cpu');
-  const marked = (m: tfl.LayersModel) => m.layers.filter((l) => (l as unknown as { reluFollows?: boolean }).reluFollows === true).map((l) => l.name);
+  const marked = (m: tfl.LayersModel) => m.layers.filter((l) => l instanceof fusedBatchNormClass() && (l as unknown as { reluFollows?: boolean }).reluFollows === true).map((l) => l.name);
   // ConvNet: all three; ResNet-18: the stem and each block's first (the second feeds the residual sum, the shortcut's
   // feeds it too); the MLP head: its one batch norm.
   const conv = convNet({ inputShape: [8, 8, 3], channels: [4, 6, 8], seed: 1 });
@@ -310,6 +319,68 @@ test('batch norm + ReLU in one kernel: the builders mark exactly the batch norms
   }
   await useBackend('cpu');
   [conv, res, head].forEach((m) => m.dispose());
+});
+
+test('residual sum + ReLU in one kernel: the builders mark every residual sum (a ReLU alone reads each); outputs and gradients equal the unfused sums on native (fp32 and bf16) and the cpu backend; it saves as Add; nothing leaks', { skip }, async () => {
+  await useBackend('cpu');
+  const Sum = fusedAddClass();
+  const sums = (m: tfl.LayersModel) => m.layers.filter((l): l is tfl.layers.Layer & { reluFollows: boolean } => l instanceof Sum);
+  const res = resnet({ depth: 18, stem: 'cifar', inputShape: [8, 8, 3], seed: 2 });
+  assert.equal(sums(res).length, 8);
+  assert.ok(sums(res).every((l) => l.reluFollows), 'every residual sum of ResNet-18 is marked');
+  // Saved as the stock layer; a copy rebuilt from the config (a target network, a resumed run) is marked again.
+  assert.equal(sums(res)[0]!.getClassName(), 'Add');
+  const copy = cloneArchitecture(res);
+  assert.equal(sums(copy).filter((l) => l.reluFollows).length, 8);
+  copy.dispose();
+  // A sum read by something besides a ReLU is not fused.
+  const i1 = tfl.input({ shape: [4] });
+  const i2 = tfl.input({ shape: [4] });
+  const s = residualAdd().apply([i1, i2]) as tfl.SymbolicTensor;
+  const open = tfl.model({ inputs: [i1, i2], outputs: [tfl.layers.reLU().apply(s) as tfl.SymbolicTensor, tfl.layers.dense({ units: 2 }).apply(s) as tfl.SymbolicTensor] });
+  assert.equal(fuseBatchNormRelu(open), 0);
+  open.dispose();
+
+  const x = rand([4, 8, 8, 3], 7);
+  const w = tf.abs(rand([4, 512], 8)); // positive: a loss without cancellation, comparable across backends
+  const run = (fused: boolean) => {
+    sums(res).forEach((l) => (l.reluFollows = fused));
+    const start = tf.memory().numTensors;
+    const xv = tf.variable(x);
+    // Inference mode throughout: batch norm reads its moving statistics (training mode would update them), so every run
+    // sees the same model. The sums are fused in either mode.
+    const f = () => tf.sum(tf.mul(res.apply(xv, { training: false }) as tf.Tensor, w)) as tf.Scalar;
+    const vars = [xv, ...res.trainableWeights.map((v) => v.read() as tf.Variable)];
+    const { value, grads } = tf.variableGrads(f, vars);
+    const out = [value, ...vars.map((v) => grads[v.name]!)].map((t) => Array.from(t.dataSync()));
+    tf.dispose([value, xv, ...Object.values(grads)]);
+    assert.equal(tf.memory().numTensors, start, `fused=${fused}: tensors left behind`);
+    sums(res).forEach((l) => (l.reluFollows = true));
+    return out;
+  };
+  const cpu = run(true); // no fused kernel on cpu: the stock sum, then ReLU
+  await useBackend('native');
+  try {
+    for (const precision of ['fp32', 'bf16'] as const) {
+      if (!setNativePrecision(precision)) continue;
+      const profile = await tf.profile(() => tf.tidy(() => res.apply(x, { training: false }) as tf.Tensor));
+      assert.equal(profile.kernels.filter((k) => k.name === 'ByolAddRelu').length, 8, `${precision}: the fused kernel runs once per residual sum`);
+      const fused = run(true);
+      const plain = run(false);
+      // The same arithmetic: bit-equal to the unfused sum and ReLU, in either precision (in bf16 rounding the sum once
+      // after ReLU equals rounding it before: max(0, ·) commutes with rounding).
+      fused.forEach((g, j) => {
+        const k = g.findIndex((v, i) => !Object.is(v, plain[j]![i]));
+        assert.ok(g.length === plain[j]!.length && k < 0, `${precision}: fused ≠ unfused at output ${j}, value ${k}: ${g[k]} vs ${plain[j]![k]}`);
+      });
+      if (precision === 'fp32') fused.forEach((g, j) => relClose(g, cpu[j]!, 1e-3, `fp32 vs cpu, output ${j}`));
+    }
+  } finally {
+    setNativePrecision('fp32');
+    await useBackend('cpu');
+  }
+  tf.dispose([x, w]);
+  res.dispose();
 });
 
 test('a whole BYOL step on native matches the cpu backend to 1e-3', { skip }, async () => {

@@ -549,7 +549,7 @@ struct Candidate {
 };
 
 // The way `key` takes: the direct kernel unless a candidate, tuned once per key on its first call (every form run once,
-// then three timed rounds; best times), comes under its margin of the direct time — the fastest such candidate. Forms
+// then three timed rounds; best times), comes under its margin of the time to beat (below). Forms
 // run with `fresh` set: each converts (or mirrors) its filter and inputs anew instead of reading copies kept for their
 // tensors, so that a form's own conversions count (a filter serves only a few calls a step: each view once, and the
 // weights change every step). The margins keep near-ties (and with them the last bits of results) from flipping between
@@ -566,10 +566,12 @@ Way Tuned(const std::string& key, const std::function<void(bool)>& direct, const
     best = std::min(best, TimeMs([&] { direct(true); }));
     for (size_t i = 0; i < others.size(); i++) times[i] = std::min(times[i], TimeMs([&] { others[i].run(true); }));
   }
+  // The direct kernel holds until a candidate beats the holder by that candidate's margin, in a fixed order: near-ties
+  // between two candidates keep the earlier one, as near-ties with the direct kernel keep that.
   Way way = kDirect;
   double wayTime = best;
   for (size_t i = 0; i < others.size(); i++)
-    if (times[i] < others[i].margin * best && times[i] < wayTime) way = others[i].way, wayTime = times[i];
+    if (times[i] < others[i].margin * wayTime) way = others[i].way, wayTime = times[i];
   if (g_convChoice.size() >= 4096) g_convChoice.clear();
   g_convChoice[key] = way;
   return way;
@@ -577,12 +579,17 @@ Way Tuned(const std::string& key, const std::function<void(bool)>& direct, const
 
 // Which candidates a shape has. The matrix product: float32 forwards with a kernel larger than 1×1 (a 1×1 convolution
 // is a matrix product already) and, when tuned, at most 64 output pixels per image (where oneDNN's direct kernels are
-// weak), margin 15 %. The mirror: stride-1 undilated convolutions with a kernel larger than 1×1, margin 8 % (both
-// kernels are oneDNN's; measured gains are 10-40 %).
+// weak), margin 15 %. The mirror: stride-1 undilated convolutions with a kernel larger than 1×1 and, when tuned, at
+// least 2^27 multiply-adds·2 (~0.3 ms here: smaller calls time too noisily to choose the same way in every process,
+// and have little to gain), margin 8 % (both kernels are oneDNN's; measured gains are 10-40 %).
 bool GemmApplies(const ConvGeom& g, bool packed) {
   return !packed && g_convGemm != 0 && g.w[0] * g.w[1] > 1 && (g_convGemm == 1 || g.y[1] * g.y[2] <= 64);
 }
-bool MirrorApplies(const ConvGeom& g) { return g_convMirror != 0 && Mirrorable(g) && g.w[0] * g.w[1] > 1; }
+bool MirrorApplies(const ConvGeom& g) {
+  if (g_convMirror == 0 || !Mirrorable(g) || g.w[0] * g.w[1] == 1) return false;
+  const double flops = 2.0 * double(Prod(g.y)) * double(g.w[0] * g.w[1] * g.w[2]);
+  return g_convMirror == 1 || flops >= double(int64_t(1) << 27);
+}
 
 // conv2dForward(x, w, y, xShape, wShape, yShape, strides, dilations, padTL, padBR[, wToken, xPacked, yPacked]): wToken
 // names the filter's tensor for ConvertedCache; xPacked: x is stored as bf16 (read as it is, never converted);
@@ -764,6 +771,8 @@ inline float Apply(float x, float y) {
   if constexpr (OP == 6) return (x - y) * (x - y);
   // ReLU's gradient dy·step(x) in one pass (x = dy, y = the ReLU's input; NaN inputs give NaN, as tfjs's Step).
   if constexpr (OP == 8) return y > 0.f ? x : (y != y ? y : x * 0.f);
+  // A residual sum and its ReLU (as the relu unary: x < 0 → 0, NaN and −0 pass).
+  if constexpr (OP == 9) return x + y < 0.f ? 0.f : x + y;
   return y == 2.f ? x * x : std::pow(x, y);
 }
 
@@ -1218,12 +1227,13 @@ Napi::Value ReluPacked(const Napi::CallbackInfo& info) {
 }
 
 // binaryPacked(op, a, aPacked, b, bPacked, out, outPacked): out = a ∘ b over same-size operands, either stored as
-// bf16 or float32, out too; ops as binary(): 0 add, 8 ReLU's gradient dy·step(y) (a = dy, b = the ReLU's output).
+// bf16 or float32, out too; ops as binary(): 0 add, 8 ReLU's gradient dy·step(y) (a = dy, b = the ReLU's output), and
+// 9 max(0, a + b) (a residual sum and its ReLU).
 Napi::Value BinaryPacked(const Napi::CallbackInfo& info) {
   const int op = info[0].As<Napi::Number>().Int32Value();
   const bool ap = info[2].ToBoolean().Value(), bp = info[4].ToBoolean().Value(), op16 = info[6].ToBoolean().Value();
   const int64_t n = info[7].As<Napi::Number>().Int64Value();
-  if (op != 0 && op != 8) throw Napi::RangeError::New(info.Env(), "binaryPacked: op must be 0 (add) or 8 (ReLU gradient)");
+  if (op != 0 && op != 8 && op != 9) throw Napi::RangeError::New(info.Env(), "binaryPacked: op must be 0 (add), 8 (ReLU gradient) or 9 (add + ReLU)");
   constexpr int64_t kChunk = 4096;
   auto run = [&](auto k, const auto* a, const auto* b) {
     constexpr int OP = decltype(k)::value;
@@ -1249,7 +1259,8 @@ Napi::Value BinaryPacked(const Napi::CallbackInfo& info) {
     WithStored(info[1], n, ap, "a", [&](const auto* a) { WithStored(info[3], n, bp, "b", [&](const auto* b) { run(k, a, b); }); });
   };
   if (op == 0) withOperands(std::integral_constant<int, 0>{});
-  else withOperands(std::integral_constant<int, 8>{});
+  else if (op == 8) withOperands(std::integral_constant<int, 8>{});
+  else withOperands(std::integral_constant<int, 9>{});
   return info.Env().Undefined();
 }
 

@@ -8,7 +8,7 @@ import { totalmem } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 // The fused kernels' contract (names, inputs, outputs; reference implementations there): never the learner's modules.
-import { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL, FUSED_EMA_ALL_KERNEL, FUSED_EMA_KERNEL, FUSED_LARS_KERNEL } from '../kernels.js';
+import { FUSED_ADD_RELU_KERNEL, FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL, FUSED_EMA_ALL_KERNEL, FUSED_EMA_KERNEL, FUSED_LARS_KERNEL, RELU_GRAD_KERNEL } from '../kernels.js';
 import { BufferPool } from './pool.js';
 
 interface Addon {
@@ -41,8 +41,8 @@ interface Addon {
   bnTrainGrad(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array, eps: number, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, y: Float32Array | null, yPacked?: boolean, xPacked?: boolean, n?: number, dxPacked?: boolean): void;
   /** y = max(0, x) stored as bf16 (two values per float32 element); x float32 or stored as bf16. */
   reluPacked(x: Float32Array, xPacked: boolean, y: Float32Array, n: number): void;
-  /** out = a ∘ b (op 0 add, 8 ReLU's gradient) over n values; operands and out each float32 or stored as bf16. */
-  binaryPacked(op: 0 | 8, a: Float32Array, aPacked: boolean, b: Float32Array, bPacked: boolean, out: Float32Array, outPacked: boolean, n: number): void;
+  /** out = a ∘ b (op 0 add, 8 ReLU's gradient, 9 max(0, a + b)) over n values; operands and out each float32 or stored as bf16. */
+  binaryPacked(op: 0 | 8 | 9, a: Float32Array, aPacked: boolean, b: Float32Array, bPacked: boolean, out: Float32Array, outPacked: boolean, n: number): void;
   /** out[i] = the i-th bf16 value of packed. */
   unpackBf16(packed: Float32Array, out: Float32Array): void;
   /** out holds x's values as bf16, rounded to nearest even. */
@@ -635,6 +635,23 @@ function registerElementwise(a: Addon): void {
       return backend.makeTensorInfo(outShape, 'float32', out);
     });
   }
+  // A residual sum and its ReLU in one pass (nets/residual.ts), its output marked as rectified: the ReLU layer after it
+  // then costs nothing, forward or backward (see the Relu kernel and gradient). Images in bf16 mode are stored as bf16,
+  // as the ReLU would have stored them (the same values: rounding commutes with max(0, ·)).
+  reg(FUSED_ADD_RELU_KERNEL, (args) => {
+    const backend = args.backend as MathBackendCPU;
+    const A = args.inputs['a']!;
+    const B = args.inputs['b']!;
+    if (A.dtype !== 'float32' || B.dtype !== 'float32' || !tf.util.arraysEqual(A.shape, B.shape)) {
+      throw new Error(`${FUSED_ADD_RELU_KERNEL}: a and b must be float32 of one shape (got ${A.dtype} [${A.shape}], ${B.dtype} [${B.shape}])`);
+    }
+    const as = stored(backend, A);
+    const bs = stored(backend, B);
+    const n = tf.util.sizeFromShape(A.shape);
+    const y = output(backend, A.shape, packActivations && A.shape.length === 4, (out, bf16) => a.binaryPacked(9, as.data, as.packed, bs.data, bs.packed, out, bf16, n));
+    rectified.add(y.dataId);
+    return y;
+  });
   const unaries: [string, number][] = [['Relu', 0], ['Step', 1], ['Square', 2], ['Sqrt', 3], ['Rsqrt', 4], ['Exp', 5], ['Neg', 6], ['Abs', 7]];
   for (const [name, op] of unaries) {
     reg(name, (args) => {
@@ -755,7 +772,7 @@ function registerElementwise(a: Addon): void {
 }
 
 /** ReLU's gradient as one kernel (inputs a = dy, b = the ReLU's output y): dy·step(y) in one pass instead of three. */
-export const RELU_GRAD_KERNEL = 'ByolReluGrad';
+export { RELU_GRAD_KERNEL };
 
 /**
  * Data written by FUSED_BN_RELU_TRAIN_KERNEL: already rectified. A ReLU of it passes it on unchanged (no pass), and

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { BatchNormConfig } from './init.js';
 import { stockLayerClass } from './stock.js';
+import { fusedAddClass } from './residual.js';
 import { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL } from '../kernels.js';
 
 export { FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL };
@@ -91,20 +92,21 @@ function isRelu(layer: tfl.layers.Layer): boolean {
 }
 
 /**
- * Marks each of the model's fused batch-norm layers whose every consumer is a ReLU layer (see `reluFollows`), in
- * nested models too; returns how many it marked. The builders call it; call it on a model built by hand. The model's
- * outputs are unchanged (ReLU of a rectified value is itself); only a batch-norm layer's own output, in training mode,
- * is then already rectified.
+ * Marks each of the model's fused batch-norm layers, and each of its residual sums (nets/residual.ts), whose every
+ * consumer is a ReLU layer (see `reluFollows`), in nested models too; returns how many it marked. The builders call it;
+ * call it on a model built by hand. The model's outputs are unchanged (ReLU of a rectified value is itself); only a
+ * marked layer's own output (a batch norm's in training mode) is then already rectified.
  */
 export function fuseBatchNormRelu(model: tfl.LayersModel): number {
-  const Cls = fusedBatchNormClass();
+  const Bn = fusedBatchNormClass();
+  const Sum = fusedAddClass();
   let marked = 0;
   for (const layer of model.layers) {
     if (layer instanceof tfl.LayersModel) {
       marked += fuseBatchNormRelu(layer);
       continue;
     }
-    if (!(layer instanceof Cls)) continue;
+    if (!(layer instanceof Bn) && !(layer instanceof Sum)) continue;
     // Consumers: the layers of this layer's outbound nodes (a node per call); none, any non-ReLU, or the layer being
     // an output of the model itself → no fusion.
     const consumers = (layer as unknown as { outboundNodes: { outboundLayer: tfl.layers.Layer }[] }).outboundNodes.map((n) => n.outboundLayer);

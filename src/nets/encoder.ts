@@ -4,6 +4,7 @@ import { ByolError, describe, invalidOption } from '../errors.js';
 import { convNet } from './convnet.js';
 import type { BatchNormConfig } from './init.js';
 import { fusedBatchNormClass, fuseBatchNormRelu } from './batchnorm.js';
+import { fusedAddClass } from './residual.js';
 import { leanConv2dClass } from './conv.js';
 import { layersNet, type Net } from './net.js';
 import { resnet, type ResNetDepth } from './resnet.js';
@@ -121,16 +122,17 @@ function seedOf(ctx: EncoderBuildContext): { seed?: number } {
 }
 
 /**
- * Runs `build` (a synchronous deserialization, e.g. LayersModel.fromConfig) with BatchNormalization and Conv2D configs
- * turned into byol's layers (the fused batch norm, the lean convolution), then restores tfjs-layers' registry and
- * marks the batch norms a ReLU alone reads. (Sequential.fromConfig ignores custom objects, so the registry entries
- * themselves are swapped for the duration.)
+ * Runs `build` (a synchronous deserialization, e.g. LayersModel.fromConfig) with BatchNormalization, Conv2D and Add
+ * configs turned into byol's layers (the fused batch norm, the lean convolution, the residual sum), then restores
+ * tfjs-layers' registry and marks the batch norms and sums a ReLU alone reads. (Sequential.fromConfig ignores custom
+ * objects, so the registry entries themselves are swapped for the duration.)
  */
 function withByolLayers<T>(build: () => T): T {
   const map = tf.serialization.SerializationMap.getMap().classNameMap;
   const swaps = [
     ['BatchNormalization', fusedBatchNormClass()],
     ['Conv2D', leanConv2dClass()],
+    ['Add', fusedAddClass()],
   ] as const;
   const stock = swaps.map(([name]) => map[name]);
   for (const [name, Cls] of swaps) {

@@ -1,6 +1,7 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import { invalidOption } from '../errors.js';
 import { batchNorm, fuseBatchNormRelu } from './batchnorm.js';
+import { residualAdd } from './residual.js';
 import { conv2d } from './conv.js';
 import { DEFAULT_BATCH_NORM, fanInTruncatedNormal, SeedStream, type BatchNormConfig } from './init.js';
 
@@ -115,7 +116,7 @@ export function resnet(config: ResNetConfig): tfl.LayersModel {
         y = relu(norm(conv(x, planes, 3, stride, `${at}.conv1`), `${at}.bn1`));
         y = norm(conv(y, planes, 3, 1, `${at}.conv2`), `${at}.bn2`);
       }
-      x = relu(tfl.layers.add().apply([y, shortcut]) as tfl.SymbolicTensor);
+      x = relu(residualAdd().apply([y, shortcut]) as tfl.SymbolicTensor);
       channels = out;
     }
   });
