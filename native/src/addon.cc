@@ -419,8 +419,8 @@ ConvGeom Mirror(const ConvGeom& g) {
 }
 
 // The mirror's filter with its taps in mirrored order (tap t is the original's tap KH·KW − 1 − t, a C×O block copied
-// as it is): read with the mirror's input and output channels exchanged (strides of an HWOI layout), it is the mirrored filter, and
-// oneDNN's reorder into its own layout does the transposition.
+// as it is): read with the mirror's input and output channels exchanged (strides of an HWOI layout), it is the
+// mirrored filter, and oneDNN's reorder into its own layout does the transposition.
 void MirrorTaps(const ConvGeom& g, const float* w, float* f) {
   const int64_t taps = g.w[0] * g.w[1], block = g.w[2] * g.w[3];
 #pragma omp parallel for schedule(static) if (taps * block > 65536)
@@ -541,18 +541,18 @@ double TimeMs(const std::function<void()>& f) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// A candidate way and the share of the direct kernel's time it must come under to be taken.
+// A candidate way, the share of the time to beat it must come under to be taken (see Tuned), and a run of it.
 struct Candidate {
   Way way;
   double margin;
   std::function<void(bool)> run;
 };
 
-// The way `key` takes: the direct kernel unless a candidate, tuned once per key on its first call (every form run once,
-// then three timed rounds; best times), comes under its margin of the time to beat (below). Forms
-// run with `fresh` set: each converts (or mirrors) its filter and inputs anew instead of reading copies kept for their
-// tensors, so that a form's own conversions count (a filter serves only a few calls a step: each view once, and the
-// weights change every step). The margins keep near-ties (and with them the last bits of results) from flipping between
+// The way `key` takes, tuned once per key on its first call (every form run once, then three timed rounds; best
+// times): the direct kernel unless a candidate comes under its margin of the time to beat (below). Forms run with
+// `fresh` set: each converts (or mirrors) its filter and inputs anew instead of reading copies kept for their tensors,
+// so that a form's own conversions count (a filter serves only a few calls a step: each view once, and the weights
+// change every step). The margins keep near-ties (and with them the last bits of results) from flipping between
 // processes; the choice holds for the process's life. Each run writes only the call's own output.
 Way Tuned(const std::string& key, const std::function<void(bool)>& direct, const std::vector<Candidate>& others) {
   auto it = g_convChoice.find(key);
@@ -627,7 +627,7 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// Forgets the tuned choices of convolution passes.
+// Sets `mode` (0, 1 or 2) and forgets every tuned choice.
 Napi::Value SetConvMode(const Napi::CallbackInfo& info, int& mode, const char* what) {
   int v = info[0].As<Napi::Number>().Int32Value();
   if (v < 0 || v > 2) throw Napi::RangeError::New(info.Env(), std::string(what) + " mode must be 0, 1 or 2");
@@ -636,7 +636,7 @@ Napi::Value SetConvMode(const Napi::CallbackInfo& info, int& mode, const char* w
   return info.Env().Undefined();
 }
 // setConvGemm(mode) / setConvMirror(mode): whether convolutions may take the matrix product / the mirror's kernels
-// (see g_convGemm); each forgets tuned choices.
+// (modes as above); each forgets tuned choices.
 Napi::Value SetConvGemm(const Napi::CallbackInfo& info) { return SetConvMode(info, g_convGemm, "conv gemm"); }
 Napi::Value SetConvMirror(const Napi::CallbackInfo& info) { return SetConvMode(info, g_convMirror, "conv mirror"); }
 
