@@ -32,6 +32,22 @@ async function both(f: () => tf.Tensor[]): Promise<[number[][], number[][]]> {
   return [ref, got];
 }
 
+/**
+ * The loss Σ model(x)·w and its gradients with respect to x and every trainable weight, as arrays (loss first); asserts
+ * that the call leaves no tensor behind.
+ */
+function lossAndGrads(model: tfl.LayersModel, x: tf.Tensor, w: tf.Tensor, training: boolean, what: string): number[][] {
+  const start = tf.memory().numTensors;
+  const xv = tf.variable(x);
+  const f = () => tf.sum(tf.mul(model.apply(xv, { training }) as tf.Tensor, w)) as tf.Scalar;
+  const vars = [xv, ...model.trainableWeights.map((v) => v.read() as tf.Variable)];
+  const { value, grads } = tf.variableGrads(f, vars);
+  const out = [value, ...vars.map((v) => grads[v.name]!)].map((t) => Array.from(t.dataSync()));
+  tf.dispose([value, xv, ...Object.values(grads)]);
+  assert.equal(tf.memory().numTensors, start, `${what}: tensors left behind`);
+  return out;
+}
+
 /** max |a − b| / max(1, max |b|) ≤ tol. */
 function relClose(got: number[], ref: number[], tol: number, what: string): void {
   assert.equal(got.length, ref.length, what);
@@ -275,14 +291,7 @@ test('batch norm + ReLU in one kernel: the builders mark exactly the batch norms
     const Cls = fusedBatchNormClass();
     const wanted = new Set(marked(model));
     for (const l of model.layers) if (l instanceof Cls) (l as unknown as { reluFollows: boolean }).reluFollows = fused && wanted.has(l.name);
-    const start = tf.memory().numTensors;
-    const xv = tf.variable(x);
-    const f = () => tf.sum(tf.mul(model.apply(xv, { training: true }) as tf.Tensor, w)) as tf.Scalar;
-    const vars = [xv, ...model.trainableWeights.map((v) => v.read() as tf.Variable)];
-    const { value, grads } = tf.variableGrads(f, vars);
-    const out = [value, ...vars.map((v) => grads[v.name]!)].map((t) => Array.from(t.dataSync()));
-    tf.dispose([value, xv, ...Object.values(grads)]);
-    assert.equal(tf.memory().numTensors, start, `${model.name} fused=${fused}: tensors left behind`);
+    const out = lossAndGrads(model, x, w, true, `${model.name} fused=${fused}`);
     for (const l of model.layers) if (l instanceof Cls) (l as unknown as { reluFollows: boolean }).reluFollows = wanted.has(l.name);
     return out;
   };
@@ -345,16 +354,9 @@ test('residual sum + ReLU in one kernel: the builders mark every residual sum (a
   const w = tf.abs(rand([4, 512], 8)); // positive: a loss without cancellation, comparable across backends
   const run = (fused: boolean) => {
     sums(res).forEach((l) => (l.reluFollows = fused));
-    const start = tf.memory().numTensors;
-    const xv = tf.variable(x);
     // Inference mode throughout: batch norm reads its moving statistics (training mode would update them), so every run
     // sees the same model. The sums are fused in either mode.
-    const f = () => tf.sum(tf.mul(res.apply(xv, { training: false }) as tf.Tensor, w)) as tf.Scalar;
-    const vars = [xv, ...res.trainableWeights.map((v) => v.read() as tf.Variable)];
-    const { value, grads } = tf.variableGrads(f, vars);
-    const out = [value, ...vars.map((v) => grads[v.name]!)].map((t) => Array.from(t.dataSync()));
-    tf.dispose([value, xv, ...Object.values(grads)]);
-    assert.equal(tf.memory().numTensors, start, `fused=${fused}: tensors left behind`);
+    const out = lossAndGrads(res, x, w, false, `fused=${fused}`);
     sums(res).forEach((l) => (l.reluFollows = true));
     return out;
   };
