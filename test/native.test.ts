@@ -9,7 +9,8 @@ import { convNet } from '../src/nets/convnet.js';
 import { mlpHead } from '../src/nets/mlp.js';
 import { resnet } from '../src/nets/resnet.js';
 import { fusedAddClass, residualAdd } from '../src/nets/residual.js';
-import { isStoredBf16 } from '../src/native/backend.js';
+import { checkNativeEnv, isStoredBf16 } from '../src/native/backend.js';
+import { ByolError } from '../src/errors.js';
 
 const addon = loadNativeAddon();
 const skip = addon ? false : `native addon not built (${nativeLoadError()})`;
@@ -854,6 +855,47 @@ test('native Pad and Slice (row copies) match the cpu backend: ranks 1–4, a co
       return [padded, back, head];
     });
     for (let k = 0; k < 3; k++) assert.deepEqual(got[k], ref[k], `case ${i}, output ${k}`);
+  }
+});
+
+test('native environment variables: a value a variable does not take is a coded error naming it, before the backend registers; empty counts as unset', async () => {
+  const good: Record<string, string>[] = [
+    {},
+    { BYOL_NATIVE: '0' },
+    { BYOL_NATIVE_CONV_GEMM: '0', BYOL_NATIVE_CONV_MIRROR: '2' },
+    { BYOL_NATIVE_BF16_ACTIVATIONS: '1', BYOL_NATIVE_MALLOC: '0' },
+    { BYOL_NATIVE_CACHE: '16', BYOL_NATIVE_CACHE_MB: '0', BYOL_NATIVE_CONVERTED_MB: '512' },
+    { BYOL_NATIVE_POOL_MB: '0.5', BYOL_OMP_WAIT: 'keep', BYOL_NATIVE_CONV_MIRROR: '' },
+  ];
+  for (const env of good) assert.doesNotThrow(() => checkNativeEnv(env), JSON.stringify(env));
+  const bad: [string, string, RegExp][] = [
+    ['BYOL_NATIVE', 'yes', /"0" or "1"/],
+    ['BYOL_NATIVE_CONV_MIRROR', 'off', /"0" or "1" or "2"/],
+    ['BYOL_NATIVE_CONV_GEMM', '3', /"0" or "1" or "2"/],
+    ['BYOL_NATIVE_BF16_ACTIVATIONS', 'false', /"0" or "1"/],
+    ['BYOL_NATIVE_MALLOC', 'off', /"0" or "1"/],
+    ['BYOL_NATIVE_CACHE', '0', /a whole number ≥ 1/],
+    ['BYOL_NATIVE_CACHE_MB', '-1', /a whole number ≥ 0/],
+    ['BYOL_NATIVE_CONVERTED_MB', '1.5', /a whole number ≥ 0/],
+    ['BYOL_NATIVE_POOL_MB', 'lots', /a number of MB ≥ 0/],
+    ['BYOL_OMP_WAIT', 'spin', /"keep"/],
+  ];
+  for (const [name, value, expected] of bad) {
+    assert.throws(
+      () => checkNativeEnv({ [name]: value }),
+      (e: unknown) => e instanceof ByolError && e.code === 'INVALID_OPTION' && e.message.startsWith(`environment variable ${name} must be `) && expected.test(e.message) && e.message.endsWith(`got "${value}"`),
+      `${name}=${value}`,
+    );
+  }
+  // Through the public entry: the backend refuses to register.
+  const saved = process.env['BYOL_NATIVE_CONV_MIRROR'];
+  process.env['BYOL_NATIVE_CONV_MIRROR'] = 'off';
+  try {
+    await assert.rejects(useBackend('native'), /environment variable BYOL_NATIVE_CONV_MIRROR must be "0" or "1" or "2"; got "off"/);
+  } finally {
+    if (saved === undefined) delete process.env['BYOL_NATIVE_CONV_MIRROR'];
+    else process.env['BYOL_NATIVE_CONV_MIRROR'] = saved;
+    await useBackend('cpu');
   }
 });
 

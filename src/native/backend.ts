@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 // The fused kernels' contract (names, inputs, outputs; reference implementations there): never the learner's modules.
 import { FUSED_ADD_RELU_KERNEL, FUSED_BN_GRAD_KERNEL, FUSED_BN_RELU_TRAIN_KERNEL, FUSED_BN_TRAIN_KERNEL, FUSED_EMA_ALL_KERNEL, FUSED_EMA_KERNEL, FUSED_LARS_KERNEL, RELU_GRAD_KERNEL } from '../kernels.js';
+import { ByolError } from '../errors.js';
 import { BufferPool } from './pool.js';
 
 interface Addon {
@@ -112,6 +113,35 @@ export function loadNativeAddon(): Addon | null {
 export function applyWaitPolicy(env: NodeJS.ProcessEnv = process.env): void {
   if (env['OMP_WAIT_POLICY'] !== undefined || env['GOMP_SPINCOUNT'] !== undefined || env['BYOL_OMP_WAIT'] === 'keep') return;
   env['GOMP_SPINCOUNT'] = '1000';
+}
+
+const flag = (values: string[]) => ({ expected: values.map((v) => `"${v}"`).join(' or '), ok: (v: string) => values.includes(v) });
+const count = (min: number) => ({ expected: `a whole number ≥ ${min}`, ok: (v: string) => /^\d+$/.test(v) && Number(v) >= min });
+/** The environment variables the native backend reads (in JavaScript or in the addon), and what each accepts. */
+export const NATIVE_ENV: Readonly<Record<string, { expected: string; ok: (value: string) => boolean }>> = {
+  BYOL_NATIVE: flag(['0', '1']),
+  BYOL_NATIVE_BF16_ACTIVATIONS: flag(['0', '1']),
+  BYOL_NATIVE_MALLOC: flag(['0', '1']),
+  BYOL_NATIVE_CONV_GEMM: flag(['0', '1', '2']),
+  BYOL_NATIVE_CONV_MIRROR: flag(['0', '1', '2']),
+  BYOL_NATIVE_CACHE: count(1),
+  BYOL_NATIVE_CACHE_MB: count(0),
+  BYOL_NATIVE_CONVERTED_MB: count(0),
+  BYOL_NATIVE_POOL_MB: { expected: 'a number of MB ≥ 0', ok: (v) => v.trim() !== '' && Number.isFinite(Number(v)) && Number(v) >= 0 },
+  BYOL_OMP_WAIT: flag(['keep']),
+};
+
+/**
+ * Throws a ByolError (INVALID_OPTION, naming the variable) for a native-backend environment variable set to a value it
+ * does not take — the addon alone would read "BYOL_NATIVE_CONV_MIRROR=off" as unset and go on tuning. Empty values
+ * count as unset. Called when the backend registers.
+ */
+export function checkNativeEnv(env: NodeJS.ProcessEnv = process.env): void {
+  for (const [name, rule] of Object.entries(NATIVE_ENV)) {
+    const value = env[name];
+    if (value === undefined || value === '' || rule.ok(value)) continue;
+    throw new ByolError('INVALID_OPTION', `environment variable ${name} must be ${rule.expected}; got ${JSON.stringify(value)}`, name);
+  }
 }
 
 export function nativeLoadError(): string {
@@ -840,6 +870,7 @@ export function setNativePrecision(precision: NativePrecision, options: NativePr
  * available. `threads` defaults to the machine's cores.
  */
 export function registerNativeBackend(threads?: number): boolean {
+  checkNativeEnv();
   const a = loadNativeAddon();
   if (!a) return false;
   if (threads !== undefined) a.setThreads(threads);
