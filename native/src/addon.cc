@@ -601,18 +601,17 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   Filter f{Data(info[1], Prod(g.w), "filter"), TokenArg(info, 10)};
   void* x = xPacked ? static_cast<void*>(PackedData(info[0], Prod(g.x), "x")) : static_cast<void*>(Data(info[0], Prod(g.x), "x"));
   void* y = yPacked ? static_cast<void*>(PackedData(info[2], Prod(g.y), "y")) : static_cast<void*>(Data(info[2], Prod(g.y), "y"));
-  const ConvGeom m = Mirror(g);
   // fresh: no kept copies (tuning; see Tuned).
   auto direct = [&](bool fresh) { ForwardDirect(g, x, y, Filter{f.w, fresh ? 0 : f.token}, xPacked, yPacked); };
   auto gemm = [&](bool) { ForwardGemm(g, static_cast<float*>(x), f.w, static_cast<float*>(y)); };
-  auto mirror = [&](bool fresh) { BackwardDataDirect(m, x, y, Filter{f.w, fresh ? 0 : f.token, &g}, xPacked, 0, yPacked); };
+  auto mirror = [&](bool fresh) { BackwardDataDirect(Mirror(g), x, y, Filter{f.w, fresh ? 0 : f.token, &g}, xPacked, 0, yPacked); };
   const bool gemmApplies = GemmApplies(g, xPacked || yPacked), mirrorApplies = MirrorApplies(g);
   Way way = kDirect;
   if (gemmApplies && g_convGemm == 1)
     way = kGemm;
   else if (mirrorApplies && g_convMirror == 1)
     way = kMirror;
-  else {
+  else if (gemmApplies || mirrorApplies) {  // (no candidate: no key to build, nothing to look up)
     std::vector<Candidate> others;
     if (gemmApplies) others.push_back({kGemm, 0.85, gemm});
     if (mirrorApplies) others.push_back({kMirror, 0.92, mirror});
@@ -660,9 +659,8 @@ Napi::Value Conv2dBackpropInput(const Napi::CallbackInfo& info) {
   Filter f{Data(info[1], Prod(g.w), "filter"), TokenArg(info, 10)};
   float* dx = Data(info[2], Prod(g.x), "dx");
   const double dyToken = TokenArg(info, 11);
-  const ConvGeom m = Mirror(g);
   auto direct = [&](bool fresh) { BackwardDataDirect(g, dy, dx, Filter{f.w, fresh ? 0 : f.token}, dyPacked, fresh ? 0 : dyToken); };
-  auto mirror = [&](bool fresh) { ForwardDirect(m, dy, dx, Filter{f.w, fresh ? 0 : f.token, &g}, dyPacked, false, fresh ? 0 : dyToken); };
+  auto mirror = [&](bool fresh) { ForwardDirect(Mirror(g), dy, dx, Filter{f.w, fresh ? 0 : f.token, &g}, dyPacked, false, fresh ? 0 : dyToken); };
   Way way = kDirect;
   if (MirrorApplies(g))
     way = g_convMirror == 1 ? kMirror : Tuned(g.Key("bwd_data") + (dyPacked ? ",yp" : ""), direct, {{kMirror, 0.92, mirror}});

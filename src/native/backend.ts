@@ -181,9 +181,10 @@ function tokenOf(dataId: object): number {
 
 /**
  * bf16 activations (bf16 mode): the outputs of plain convolutions, of batch norm (training or inference form, with or
- * without ReLU), of ReLU on images and of max pooling are stored as bfloat16, two values per float32 element, as PyTorch's autocast keeps them — the convolutions
- * that read them take them as they are (no conversion pass: they would have rounded them to bf16 themselves,
- * identically), batch norm and the gradients read them too, and the saved activations take half the memory. So is the
+ * without ReLU), of ReLU on images, of residual sums and of max pooling are stored as bfloat16, two values per float32
+ * element, as PyTorch's autocast keeps them — the convolutions that read them take them as they are (no conversion
+ * pass: they would have rounded them to bf16 themselves, identically), batch norm and the gradients read them too,
+ * and the saved activations take half the memory. So is the
  * gradient batch norm hands back to the convolution before it (whose backward passes would round it to bf16 too).
  * Data ids stored so map to their number of values. Any other reader (a kernel that knows nothing of it, dataSync)
  * first turns the data back into float32 for good (see {@link unpack}), so a stored-bf16 tensor is never misread.
@@ -307,6 +308,9 @@ const values = (backend: MathBackendCPU, t: Info): Float32Array => {
 /** A tensor's data as it is stored: float32, or (packed) bf16 values two per element — for kernels that read both. */
 const stored = (backend: MathBackendCPU, t: Info): { data: Float32Array; packed: boolean } =>
   packed.has(t.dataId) ? { data: backend.data.get(t.dataId).values as Float32Array, packed: true } : { data: values(backend, t), packed: false };
+
+/** Whether an activation of this shape is stored as bf16: an image batch (rank 4, NHWC) in bf16 mode with bf16 activations. */
+const imageInBf16 = (shape: readonly number[]): boolean => packActivations && shape.length === 4;
 
 /**
  * A fresh float32 tensor of `shape` whose data `fill` writes: stored as bf16 (two values per element) when `pack`,
@@ -463,7 +467,7 @@ function registerKernels(a: Addon): void {
     }
     // In bf16 mode (evaluation of a bf16 run): images read and written as bf16, as in training.
     const xs = stored(backend, x!);
-    return output(backend, x!.shape, packActivations && x!.shape.length === 4, (out, bf16, n) => a.channelAffine(xs.data, mul, add, out, xs.packed, n, bf16));
+    return output(backend, x!.shape, imageInBf16(x!.shape), (out, bf16, n) => a.channelAffine(xs.data, mul, add, out, xs.packed, n, bf16));
   });
 
   // Batch norm's training pass (see nets/batchnorm.ts): statistics, normalization and affine in three passes over x
@@ -480,7 +484,7 @@ function registerKernels(a: Addon): void {
     const xs = stored(backend, x!);
     const n = tf.util.sizeFromShape(x!.shape);
     // Images stored as bf16: read next by convolutions (with ReLU) or by a residual sum.
-    const y = output(backend, x!.shape, packActivations && x!.shape.length === 4, (out, bf16) =>
+    const y = output(backend, x!.shape, imageInBf16(x!.shape), (out, bf16) =>
       a.bnTrain(xs.data, values(backend, scale!), values(backend, offset!), eps, out, mean, variance, relu, bf16, xs.packed, n),
     );
     if (relu) rectified.add(y.dataId);
@@ -499,7 +503,7 @@ function registerKernels(a: Addon): void {
     const xs = stored(backend, x!);
     const eps = (args.attrs as unknown as { varianceEpsilon: number }).varianceEpsilon;
     // The gradient reaching a convolution's output: stored as bf16, as the convolution's backward passes would round it.
-    const dx = output(backend, x!.shape, packActivations && x!.shape.length === 4, (out, bf16) =>
+    const dx = output(backend, x!.shape, imageInBf16(x!.shape), (out, bf16) =>
       a.bnTrainGrad(xs.data, values(backend, dy!), values(backend, mean!), values(backend, variance!), values(backend, scale!), eps, out, dScale, dOffset, ys ? ys.data : null, ys?.packed ?? false, xs.packed, n, bf16),
     );
     return [dx, backend.makeTensorInfo([c], 'float32', dScale), backend.makeTensorInfo([c], 'float32', dOffset)];
@@ -637,7 +641,7 @@ function registerElementwise(a: Addon): void {
       if ((op === 0 || op === 8) && (packed.has(A.dataId) || packed.has(B.dataId)) && tf.util.sizeFromShape(A.shape) === n && tf.util.sizeFromShape(B.shape) === n) {
         const as = stored(backend, A);
         const bs = stored(backend, B);
-        const pack = op === 0 && as.packed && bs.packed && packActivations && outShape.length === 4;
+        const pack = op === 0 && as.packed && bs.packed && imageInBf16(outShape);
         return output(backend, outShape, pack, (out, bf16) => a.binaryPacked(op, as.data, as.packed, bs.data, bs.packed, out, bf16, n));
       }
       let mode = -1;
@@ -678,7 +682,7 @@ function registerElementwise(a: Addon): void {
     const as = stored(backend, A);
     const bs = stored(backend, B);
     const n = tf.util.sizeFromShape(A.shape);
-    const y = output(backend, A.shape, packActivations && A.shape.length === 4, (out, bf16) => a.binaryPacked(9, as.data, as.packed, bs.data, bs.packed, out, bf16, n));
+    const y = output(backend, A.shape, imageInBf16(A.shape), (out, bf16) => a.binaryPacked(9, as.data, as.packed, bs.data, bs.packed, out, bf16, n));
     rectified.add(y.dataId);
     return y;
   });
@@ -694,7 +698,7 @@ function registerElementwise(a: Addon): void {
         return { dataId: x.dataId, shape: [...x.shape], dtype: 'float32' };
       }
       // ReLU of images in bf16 mode (a residual block's output, read next by convolutions): stored as bf16.
-      if (op === 0 && packActivations && x.shape.length === 4) {
+      if (op === 0 && imageInBf16(x.shape)) {
         const xs = stored(backend, x);
         return output(backend, x.shape, true, (out, _bf16, n) => a.reluPacked(xs.data, xs.packed, out, n));
       }
