@@ -111,6 +111,12 @@ test('byol: user errors exit non-zero with one clear line', () => {
     assert.match(r.stderr.trim(), pattern);
     assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
   }
+  // A native-backend environment variable set to a value it does not take: refused when the backend registers (before
+  // any data is read or anything written), whether or not the addon is built.
+  const env = spawnSync(process.execPath, [main, 'demo', '--steps', '1', '--backend', 'native'], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, BYOL_NATIVE_CONV_MIRROR: 'off' } });
+  assert.equal(env.status, 2, 'BYOL_NATIVE_CONV_MIRROR=off');
+  assert.match(env.stderr.trim(), /^byol: environment variable BYOL_NATIVE_CONV_MIRROR must be "0" or "1" or "2"; got "off"$/);
+  assert.equal(env.stderr.trim().split('\n').length, 1, 'one line');
   const help = run('--help');
   assert.equal(help.status, 0);
   assert.match(help.stdout, /byol demo/);
