@@ -2,9 +2,9 @@
  * The `byol` commands: each parses its flags, resolves options and calls the library (src/run, src/eval, src/io).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { cpus } from 'node:os';
-import { extname, join, resolve } from 'node:path';
+import { dirname, extname, join, resolve } from 'node:path';
 import type * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { openDataset, parseDatasetSpec } from '../data/spec.js';
@@ -16,12 +16,13 @@ import { linearProbe } from '../eval/linear.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { loadLayersModelDir, saveLayersModelDir } from '../io/model-dir.js';
 import { exportOnnx } from '../io/onnx.js';
-import { encodeSafetensors } from '../io/safetensors.js';
+import { decodeSafetensors, encodeSafetensors } from '../io/safetensors.js';
 import { cloneArchitecture } from '../nets/encoder.js';
 import { resnetFeatureDim } from '../nets/resnet.js';
 import { inputDescription, resolveViewsConfig, type ViewsConfig } from '../views/options.js';
-import { padsAsTensorFlow, torchStateOf, type TorchArray } from '../nets/torch-weights.js';
+import { padsAsTensorFlow, torchStateOf } from '../nets/torch-weights.js';
 import { importResnet } from '../run/torch-import.js';
+import { exportWholeLearner, parseWholeInfo } from '../run/whole.js';
 import { encodeNpy } from '../io/npy.js';
 import { balancedSubset, finetune, type LabelledImages } from '../eval/finetune.js';
 import type { ImageSource } from '../data/source.js';
@@ -29,7 +30,7 @@ import { claimOutputFile } from '../io/output.js';
 import { shownPath } from '../io/paths.js';
 import { nativeLoadError, NATIVE_HINT, setNativePrecision, useBackend, useFastestBackend, type NodeBackendName } from '../node.js';
 import { PRETRAIN_DEFAULTS, resolvePretrainConfig, runViews, type BackendRecord, type PretrainConfig, type ResumeChange } from '../run/config.js';
-import { learnerFromCheckpoint, randomLearnerLike } from '../run/checkpoints.js';
+import { learnerFromCheckpoint, legacyConfig, randomLearnerLike } from '../run/checkpoints.js';
 import { folderOptionsOf, openEvalSets } from '../run/data.js';
 import { encodeSource, evalInputOf, measureFeatures } from '../run/features.js';
 import { writePlots } from '../run/plot.js';
@@ -37,7 +38,7 @@ import { buildServer } from '../serve/server.js';
 import { IndexStore, loadEmbeddings } from '../serve/store.js';
 import { VectorIndex } from '../serve/vector-index.js';
 import { ablate, ABLATE_DEFAULTS, ABLATION_GRIDS, type AblationGrid, type AblationSpec } from '../run/ablate.js';
-import { lastBackendOf, pretrain, readRunRecord } from '../run/pretrain.js';
+import { lastBackendOf, pretrain, readRunRecord, type PretrainArgs } from '../run/pretrain.js';
 import { registerNativeBackend } from '../native/backend.js';
 import { parseArgs, type Command, type Flag, type FlagValue } from './args.js';
 import { Progress } from './progress.js';
@@ -107,7 +108,7 @@ const PRESET_ENCODER = { cifar: 'resnet18-cifar', grey: 'convnet', imagenet: 're
 export const PRETRAIN: Command = {
   name: 'pretrain',
   summary: 'pretrain an encoder with BYOL, with progress, metrics, checkpoints and periodic kNN',
-  usage: 'byol pretrain DATASET --out DIR [options]   |   byol pretrain --resume DIR',
+  usage: 'byol pretrain DATASET --out DIR [options]   |   byol pretrain --resume DIR   |   byol pretrain --from FILE.safetensors --out DIR [DATASET]',
   positionals: [{ name: 'DATASET', optional: true }],
   notes: [
     'DATASET is KIND[:PATH][@SPLIT]: cifar10:DIR, cifar100:DIR, stl10:DIR@unlabeled, fashion-mnist (Debian\'s copy),',
@@ -119,6 +120,7 @@ export const PRETRAIN: Command = {
   flags: [
     { name: 'out', type: 'string', arg: 'DIR', help: 'run folder (required unless --resume)' },
     { name: 'resume', type: 'string', arg: 'DIR', help: 'continue the run in DIR from its newest checkpoint (from step 0 when it has none)' },
+    { name: 'from', type: 'string', arg: 'FILE', help: 'a new run that goes on from a whole-learner export (byol export --whole, or the PyTorch companion\'s whole.safetensors) at its step; DATASET may relocate its data' },
     { name: 'preset', type: 'string', arg: 'NAME', choices: ['cifar', 'imagenet', 'grey'], help: 'views and default encoder (default: from the dataset)' },
     { name: 'encoder', type: 'string', arg: 'NAME|DIR', help: 'resnet18-cifar, resnet18, resnet50, convnet, … or a tfjs model folder' },
     { name: 'init', type: 'string', arg: 'FILE|DIR', help: 'start from these weights (online and target): a PyTorch file, an official BYOL .pkl, or a model folder' },
@@ -172,6 +174,43 @@ const RESUME_FLAGS: Readonly<Record<string, ResumeChange | null>> = {
   lr: 'lr', 'warmup-epochs': 'warmupEpochs', 'checkpoint-every': 'checkpointEvery', keep: 'keep',
   'knn-every': 'knnEvery', 'knn-bank': 'knnBank', 'knn-test': 'knnTest', 'skip-bad': 'skipBad', 'diagnose-every': 'diagnoseEvery',
 };
+
+/** Flags `pretrain --from` takes: the export brings the config. */
+const FROM_FLAGS: ReadonlySet<string> = new Set(['from', 'out', 'overwrite', 'log-every', 'backend', 'threads', 'precision']);
+
+/** Largest whole-learner export read (a ResNet-200 ×2 learner with its slots is ~6 GB). */
+const MAX_WHOLE_BYTES = 16 * 2 ** 30;
+
+/**
+ * A whole-learner export, read and checked, with the companion's metrics.jsonl when one lies beside it (the companion
+ * writes DIR/whole.safetensors and DIR/metrics.jsonl): its step records up to the export's step, for the curve.
+ */
+async function readWholeExport(file: string): Promise<NonNullable<PretrainArgs['from']>> {
+  let size: number;
+  try {
+    size = (await stat(file)).size;
+  } catch (e) {
+    throw new ByolError('INVALID_OPTION', `--from ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'from');
+  }
+  if (size > MAX_WHOLE_BYTES) throw new ByolError('INVALID_DATA', `${file}: ${(size / 2 ** 30).toFixed(1)} GiB, over the ${MAX_WHOLE_BYTES / 2 ** 30} GiB a whole-learner export may have`, file);
+  const { tensors, metadata } = decodeSafetensors(await readFile(file), file);
+  const info = parseWholeInfo(metadata, file);
+  let metrics: string[] = [];
+  try {
+    const text = await readFile(join(dirname(file), 'metrics.jsonl'), 'utf8');
+    metrics = text.split('\n').filter((l) => {
+      try {
+        const r = JSON.parse(l) as { step?: unknown; type?: unknown };
+        return r.type === 'step' && typeof r.step === 'number' && r.step <= info.step;
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    // no metrics beside it
+  }
+  return { file, tensors, info, metrics };
+}
 
 function pretrainConfigFrom(dataset: string, flags: Flags): PretrainConfig {
   const spec = parseDatasetSpec(dataset);
@@ -231,7 +270,19 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
   const changes: Partial<Record<ResumeChange, unknown>> = {};
   let runBackend: BackendRecord | null = null;
   let initModel: { model: tfl.LayersModel; info: Record<string, unknown> } | undefined;
-  if (resume !== undefined) {
+  const fromFile = flags.get('from') as string | undefined;
+  let from: PretrainArgs['from'];
+  if (fromFile !== undefined) {
+    const extra = [...flags.keys()].find((k) => !FROM_FLAGS.has(k));
+    if (extra) throw new ByolError('INVALID_OPTION', `--from continues the exported run with its own config; drop --${extra} (it takes --out, --overwrite, --log-every and the backend flags, and a DATASET to relocate the data)`, extra);
+    const out = flags.get('out') as string | undefined;
+    if (!out) throw new ByolError('INVALID_OPTION', '`byol pretrain --from` needs --out DIR (a new run folder)', 'out');
+    from = await readWholeExport(fromFile);
+    const exported = from.info['config'];
+    if (exported === null || typeof exported !== 'object') throw new ByolError('INVALID_DATA', `${fromFile}: its metadata has no run config (exported from a learner, not a run)`, fromFile);
+    config = resolvePretrainConfig({ ...legacyConfig(exported as PretrainConfig), ...(positionals[0] !== undefined ? { dataset: positionals[0] } : {}) });
+    outDir = out;
+  } else if (resume !== undefined) {
     const extra = [...flags.keys()].find((k) => !(k in RESUME_FLAGS));
     if (extra || positionals.length) {
       const allowed = Object.keys(RESUME_FLAGS).filter((k) => RESUME_FLAGS[k]).map((k) => `--${k}`).join(', ');
@@ -262,7 +313,7 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
     };
     io.out(`init: ${imp.encoder} from ${initFile} (${imp.mapped.length} tensors mapped, ${imp.missing.length} missing; not used: ${imp.unexpected.join(', ') || 'nothing'})`);
   }
-  if (config && resume === undefined) {
+  if (config && resume === undefined && from === undefined) {
     let note: string | null = null;
     if (initModel) [config, note] = withModelNormalization(config, { mean: IMAGENET_MEAN, std: IMAGENET_STD }, 'ImageNet\'s, as the imported weights expect');
     else if (isModelFolder(config.encoder)) [config, note] = withModelNormalization(config, folderNormalization(config.encoder), `as ${join(config.encoder, 'byol.json')} records`);
@@ -283,6 +334,7 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
       backend,
       ...(note ? { backendNote: note } : {}),
       ...(flags.get('overwrite') ? { overwrite: true } : {}),
+      ...(from ? { from } : {}),
     },
     { log: (l) => progress.message(l), onStep: (r, info) => progress.step(r, info), shouldStop: stopRequested },
   ).finally(() => initModel?.model.dispose());
@@ -715,33 +767,26 @@ export async function runExport(argv: readonly string[], io: Io): Promise<number
     if (isModelFolder(positionals[0]!)) throw new ByolError('INVALID_OPTION', `--whole needs a run or a checkpoint (a model folder holds only an encoder): ${positionals[0]}`, 'whole');
     const { learner, meta, path } = await learnerFromCheckpoint(positionals[0]!);
     try {
-      const n = learner.networks();
-      const state = new Map<string, TorchArray>();
-      const parts: [string, tfl.LayersModel | null, 'name' | 'index'][] = [
-        ['online.encoder.', n.online.encoder, 'name'],
-        ['online.projector.', n.online.projector, 'index'],
-        ['online.predictor.', n.online.predictor, 'index'],
-        ['target.encoder.', n.target?.encoder ?? null, 'name'],
-        ['target.projector.', n.target?.projector ?? null, 'index'],
-      ];
-      for (const [prefix, model, naming] of parts) if (model) torchStateOf(model, naming, prefix, state);
       const views = runViews(meta.config);
-      const o = learner.options;
-      const info = {
+      const encoder = learner.networks().online.encoder;
+      const padding = encoder && padsAsTensorFlow(encoder) ? 'same' : 'torch';
+      const { tensors, info } = await exportWholeLearner(learner, {
         checkpoint: path,
-        step: meta.step,
-        totalSteps: o.totalSteps,
+        stepsPerEpoch: meta.stepsPerEpoch,
+        viewRng: meta.viewRng,
+        encoderTopology: meta.encoderTopology,
         input: inputDescription(views),
         views,
-        tau: o.tau,
-        tauSchedule: o.tauSchedule,
-        padding: n.online.encoder && padsAsTensorFlow(n.online.encoder) ? 'same' : 'torch',
+        // Read by earlier copies of examples/continue_in_pytorch.py.
+        tau: learner.options.tau,
+        tauSchedule: learner.options.tauSchedule,
+        padding,
         heads: 'nn.Sequential(Linear, BatchNorm1d, ReLU, Linear(bias=False))',
         config: meta.config,
-      };
-      await writeFileAtomic(out, encodeSafetensors(state, { format: 'pt', byol: JSON.stringify(info) }));
-      io.out(`exported the whole learner of ${shownPath(path)} (step ${meta.step}, ${state.size} tensors: online and target networks) to ${out}`);
-      if (info.padding === 'same') io.out(SAME_PADDING_NOTE);
+      });
+      await writeFileAtomic(out, encodeSafetensors(tensors, { format: 'pt', byol: JSON.stringify(info) }));
+      io.out(`exported the whole learner of ${shownPath(path)} (step ${meta.step} of ${info.totalSteps}, ${tensors.size} tensors: online and target networks, optimizer state) to ${out}`);
+      io.out(`continue it in PyTorch (one process or torchrun): python3 python/continue_byol.py ${out} --views FILE --out DIR; bring it back: byol pretrain --from DIR/whole.safetensors --out RUN`);
     } finally {
       learner.dispose();
     }

@@ -113,10 +113,11 @@ export interface TorchLoadReport {
  * Sets the model's weights from PyTorch arrays by key. A key the state dict lacks is reported (`missing`); a shape
  * that differs is an error naming the key and both shapes.
  */
-export function loadTorchState(model: tfl.LayersModel, state: ReadonlyMap<string, TorchArray>, what = 'the state dict'): TorchLoadReport {
+export function loadTorchState(model: tfl.LayersModel, state: ReadonlyMap<string, TorchArray>, what = 'the state dict', naming: TorchNaming = 'name', prefix = ''): TorchLoadReport {
   const mapped: string[] = [];
   const missing: string[] = [];
-  for (const s of slots(model)) {
+  for (const slot of slots(model, naming)) {
+    const s = { ...slot, key: prefix + slot.key };
     const t = state.get(s.key);
     if (!t) {
       missing.push(s.key);
@@ -134,6 +135,25 @@ export function loadTorchState(model: tfl.LayersModel, state: ReadonlyMap<string
     mapped.push(s.key);
   }
   return { mapped, missing };
+}
+
+/**
+ * The model's weights as tf.Variables (the backing variables the learner trains), each with its PyTorch key (with
+ * `prefix`) and a converter of values in the variable's layout to PyTorch's: to name optimizer slots, which hold one
+ * array per trainable variable, as PyTorch names its parameters.
+ */
+export function torchKeyedVariables(model: tfl.LayersModel, naming: TorchNaming = 'name', prefix = ''): { key: string; variable: tf.Variable; shape: number[]; toTorch: (v: Float32Array) => Float32Array; fromTorch: (v: Float32Array) => Float32Array }[] {
+  return slots(model, naming).map((s) => {
+    const shape = shapeOf(s);
+    const tshape = torchShape(s);
+    return {
+      key: prefix + s.key,
+      variable: s.variable.read() as tf.Variable,
+      shape: tshape,
+      toTorch: (v: Float32Array) => (s.layout === 'hwio' ? hwioToOihw(v, shape) : s.layout === 'dense' ? transpose2d(v, shape[0]!, shape[1]!) : Float32Array.from(v)),
+      fromTorch: (v: Float32Array) => (s.layout === 'hwio' ? oihwToHwio(v, tshape) : s.layout === 'dense' ? transpose2d(v, tshape[0]!, tshape[1]!) : Float32Array.from(v)),
+    };
+  });
 }
 
 /** The PyTorch keys a model's weights take. */

@@ -26,6 +26,8 @@ import { saveLayersModelDir } from '../io/model-dir.js';
 import { shownPath } from '../io/paths.js';
 import { cloneArchitecture } from '../nets/encoder.js';
 import { ViewSampler } from '../views/views.js';
+import type { TorchArray } from '../nets/torch-weights.js';
+import { wholeLearnerState, type WholeInfo } from './whole.js';
 import { describeBackend, learnerOptions, resolvePretrainConfig, runViews, RESUME_CHANGES, type BackendRecord, type PretrainConfig, type ResumeChange } from './config.js';
 import { checkpointName, CHECKPOINT_DIR, encoderModelFor, legacyConfig, listCheckpoints, pruneCheckpoints, readRunCheckpoint, removeStaleTemporaries, type CheckpointMeta } from './checkpoints.js';
 import { openRunData, type EvalSets } from './data.js';
@@ -147,6 +149,12 @@ export interface PretrainArgs {
   readonly init?: { readonly model: tfl.LayersModel; readonly info: Readonly<Record<string, unknown>> };
   /** false: no kNN during or at the end of the run, for a caller that evaluates it itself (byol ablate). Default true. */
   readonly evaluate?: boolean;
+  /**
+   * A new run that goes on from a whole-learner export (byol export --whole, or the PyTorch companion's
+   * whole.safetensors) at its step: every weight, statistic and optimizer slot, and the views generator's state. The
+   * config (`config`) is the export's; the dataset must give the same steps per epoch.
+   */
+  readonly from?: { readonly file: string; readonly tensors: ReadonlyMap<string, TorchArray>; readonly info: WholeInfo; readonly metrics?: readonly string[] };
 }
 
 /** The record of the run in `dir` (its config.json), or null when `dir` holds no run. Errors name a damaged file. */
@@ -189,6 +197,14 @@ export function knnOf(encode: (x: tf.Tensor4D) => tf.Tensor2D, sets: EvalSets, i
     (a, b) => knnAccuracy(a.features, a.labels, b.features, b.labels, { k: config.knnK, temperature: config.knnTemperature }),
     shouldStop,
   );
+}
+
+/** Steps a whole-learner export's history says were run outside byol since byol exported it (the PyTorch companion). */
+export function stepsElsewhere(info: WholeInfo): number {
+  const history = Array.isArray(info['history']) ? (info['history'] as { from?: unknown; to?: unknown }[]) : [];
+  let n = 0;
+  for (const h of history) if (Number.isInteger(h?.from) && Number.isInteger(h?.to) && (h.to as number) >= (h.from as number)) n += (h.to as number) - (h.from as number);
+  return Math.min(n, info.step);
 }
 
 function allFinite(state: LearnerState): boolean {
@@ -313,16 +329,21 @@ export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promis
     if (source.length < config.batchSize) throw new ByolError('INVALID_OPTION', `--batch ${config.batchSize} is larger than the dataset (${source.length} images)`, 'batch');
     const stepsPerEpoch = batchCount(source.length, config.batchSize, true);
     const totalSteps = stepsPerEpoch * config.epochs;
+    if (args.from && args.from.info['stepsPerEpoch'] !== stepsPerEpoch) {
+      throw new ByolError('INVALID_STATE', `${args.from.file}: exported with ${String(args.from.info['stepsPerEpoch'])} steps per epoch, ${source.name} gives ${stepsPerEpoch} (another dataset, or a folder that changed?)`, args.from.file);
+    }
     if (resumeFrom && resumeFrom.meta.stepsPerEpoch !== stepsPerEpoch) {
       throw new ByolError('INVALID_STATE', `${resumePath}: written with ${resumeFrom.meta.stepsPerEpoch} steps per epoch, the dataset now gives ${stepsPerEpoch}`, resumePath!);
     }
     if (args.init && !args.resume) config = { ...config, encoder: join(outDir, INIT_DIR) };
-    const encoderModel = args.init && !args.resume ? copyOf(args.init.model) : await encoderModelFor(config, resumeFrom?.meta.encoderTopology ?? null);
+    const encoderModel = args.init && !args.resume ? copyOf(args.init.model) : await encoderModelFor(config, resumeFrom?.meta.encoderTopology ?? args.from?.info['encoderTopology'] ?? null);
     const encoderTopology: unknown = encoderModel ? encoderModel.toJSON(null, false) : null;
     learner = new Byol(learnerOptions(config, stepsPerEpoch, encoderModel));
     const sampler = new ViewSampler(views, { seed: config.seed + 1 });
     const input = evalInputOf(views);
     let step = 0;
+    // Checked before the folder is claimed: an export that does not fit writes nothing.
+    const fromState = args.from ? wholeLearnerState(learner, args.from.tensors, args.from.info, args.from.file) : null;
 
     // Now the folder: a new run claims it (new, empty, or --overwrite beside the user's files) and takes the lock.
     if (!args.resume) {
@@ -344,6 +365,7 @@ export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promis
       views,
       learner: { ...learner!.options, encoder: encoderModel ? config.encoder : learner!.options.encoder },
       createdAt: new Date().toISOString(),
+      ...(args.from ? { continuedFrom: { file: resolve(args.from.file), step: args.from.info.step, history: args.from.info['history'] ?? [] } } : {}),
     });
     const backendLine = `backend ${describeBackend(args.backend)}${args.backendNote ? ` (${args.backendNote})` : ''}`;
     const changeLine = Object.entries(changed).map(([k, v]) => `${k} ${JSON.stringify(v.from)} → ${JSON.stringify(v.to)}`).join(', ');
@@ -371,10 +393,19 @@ export async function pretrain(args: PretrainArgs, hooks: PretrainHooks): Promis
     } else {
       const fresh = args.resume && record ? { ...runRecord(), resumes: [...(record.resumes ?? []), { step: 0, at: new Date().toISOString(), backend: args.backend, changed }] } : runRecord();
       await writeFileAtomic(configPath, `${JSON.stringify(fresh, null, 2)}\n`);
-      await writeFileAtomic(metricsPath, '');
+      await writeFileAtomic(metricsPath, (args.from?.metrics ?? []).map((l) => `${l}\n`).join(''));
       if (data.files) await writeFileAtomic(filesPath, JSON.stringify(data.files));
       const images = `${source.length} images, ${config.epochs} epoch${config.epochs === 1 ? '' : 's'} × ${stepsPerEpoch} steps of ${config.batchSize}`;
       hooks.log(`run ${dirShown}: ${source.name}, ${images}; ${backendLine}`);
+      if (fromState && args.from) {
+        learner.setState(fromState);
+        if (typeof args.from.info['viewRng'] === 'number') sampler.setRngState(args.from.info['viewRng']);
+        // The views generator is at the exported step; the steps run elsewhere since draw their views' choices now, so
+        // that the stream goes on as one uninterrupted run's would (views of fixed-size images draw the same numbers).
+        for (let k = 0; k < stepsElsewhere(args.from.info); k++) sampler.drawParams(config.batchSize, h, w);
+        step = fromState.step;
+        hooks.log(`continuing at step ${step}/${totalSteps} (epoch ${Math.min(config.epochs, Math.floor(step / stepsPerEpoch) + 1)}) from ${shownPath(args.from.file)}: its weights, batch-norm statistics and optimizer state; τ ${learner.tauAt(step).toFixed(6)}, lr ${learner.learningRateAt(step).toPrecision(4)}`);
+      }
       if (changeLine) hooks.log(`changed: ${changeLine} (recorded in config.json)`);
     }
     if (data.knnNote && args.evaluate !== false) hooks.log(data.knnNote);
