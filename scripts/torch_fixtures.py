@@ -15,14 +15,15 @@
         bad-shape.pth a torchvision ResNet-18 state dict with one kernel of the wrong shape
         official.pkl  an official BYOL checkpoint's structure (deepmind-research byol/utils/checkpointing.py): a
                       protocol-2 pickle of {experiment_state: _ByolExperimentState(online_params, target_params,
-                      online_state, target_state, opt_state), step, rng}, Haiku module names, a ResNet-50 with
+                      online_state, target_state, opt_state), step, rng}, opt_state the optax chain state of its
+                      lars() (AddWeightDecayState, ScaleByLarsState(mu), optax ScaleState), Haiku module names, a ResNet-50 with
                       TensorFlow's SAME padding; its features computed here by a PyTorch forward that pads as SAME
       and OUT_DIR/fixtures.json: per file, the input [N, H, W, C] (NHWC), the features and the encoder.
 
   /usr/bin/python3 scripts/torch_fixtures.py whole FILE.safetensors [EMB.npy IMAGES_DIR]
-      Loads a whole-learner export (byol export --whole) with examples/continue_in_pytorch.py's own loaders —
-      torchvision ResNets for the online and target encoders, nn.Sequential(Linear, BatchNorm1d, ReLU, Linear) for the
-      heads — strictly, and prints JSON: per module "loaded" or the error. Given byol embed's output (EMB.npy beside
+      Loads a whole-learner export (byol export --whole) with the PyTorch companion (python/byol_torch) — both networks
+      and the optimizer's slots, strictly — and prints JSON: "loaded" or the error, and the architecture it rebuilt.
+      Given byol embed's output (EMB.npy beside
       EMB.jsonl) and the folder its ids are relative to, also runs the online encoder on those images (eval mode, the
       export's input normalization) and reports the largest difference relative to the largest feature.
 
@@ -97,6 +98,10 @@ def make(out):
     torch.save({'epoch': 3, 'global_step': 1170, 'state_dict': state, 'hyper_parameters': argparse.Namespace(lr=1.0, batch_size=256)}, os.path.join(out, 'solo.ckpt'))
     meta['solo.ckpt'] = {'encoder': 'resnet18-cifar', 'prefix': 'backbone.', **features(cifar, 32)}
 
+    # torchvision's wide ResNet layout (width_per_group 128, as wide_resnet50_2), kept small: byol refuses it, naming why.
+    wide = torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, [1, 1, 1, 1], width_per_group=128)
+    torch.save(wide.state_dict(), os.path.join(out, 'wide.pth'))
+
     # lightly: nn.Sequential(*list(resnet.children())[:-1]) under `backbone`.
     seq = torch.nn.Sequential(*list(r18.children())[:-1])
     torch.save({f'backbone.{k}': v for k, v in seq.state_dict().items()}, os.path.join(out, 'lightly.pth'))
@@ -168,9 +173,24 @@ def write_official(state, path):
     _ByolExperimentState.__module__ = 'byol.byol_experiment'
     _ByolExperimentState.__qualname__ = '_ByolExperimentState'
     module._ByolExperimentState = _ByolExperimentState
+    # The optimizer's state as the official code's optax chain leaves it (byol/utils/optimizers.py: lars() = chain of
+    # add_weight_decay, scale_by_lars, optax.scale), its classes under the module names the pickles carry.
+    def state_class(module_name, name, fields):
+        mod = sys.modules.get(module_name) or types.ModuleType(module_name)
+        sys.modules[module_name] = mod
+        for parent in module_name.split('.')[:-1]:
+            sys.modules.setdefault(parent, types.ModuleType(parent))
+        cls = NamedTuple(name, [(f, Any) for f in fields])
+        cls.__module__, cls.__qualname__ = module_name, name
+        setattr(mod, name, cls)
+        return cls
+    AddWeightDecayState = state_class('byol.utils.optimizers', 'AddWeightDecayState', [])
+    ScaleByLarsState = state_class('byol.utils.optimizers', 'ScaleByLarsState', ['mu'])
+    ScaleState = state_class('optax._src.transform', 'ScaleState', [])
     params, hstate = to_haiku(state)
-    # The target network shares the online arrays here (the pickle stores them once), to keep the file small.
-    experiment = _ByolExperimentState(online_params=params, target_params=params, online_state=hstate, target_state=hstate, opt_state=())
+    # The target network and the momentum share the online arrays here (the pickle stores them once): a small file.
+    opt_state = (AddWeightDecayState(), ScaleByLarsState(mu=params), ScaleState())
+    experiment = _ByolExperimentState(online_params=params, target_params=params, online_state=hstate, target_state=hstate, opt_state=opt_state)
     with open(path, 'wb') as f:
         pickle.dump({'experiment_state': experiment, 'step': 1000, 'rng': np.array([0, 42], np.uint32)}, f, protocol=2)
 
@@ -211,44 +231,44 @@ def same_padding_features(state, size):
     return {'x': x.permute(0, 2, 3, 1).flatten().tolist(), 'shape': [2, size, size, 3], 'features': f.flatten().tolist(), 'dim': f.shape[1]}
 
 
-def recipe():
-    """examples/continue_in_pytorch.py, which users run; the whole-learner check goes through its loaders."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'examples'))
-    import continue_in_pytorch
-    return continue_in_pytorch
+def companion():
+    """python/byol_torch, the PyTorch companion users run; the whole-learner check goes through its loader."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'python'))
+    from byol_torch import learner, safetensors
+    return learner, safetensors
 
 
 def whole(path, embeddings=None, images=None):
-    r = recipe()
-    tensors, meta = r.read_safetensors(path)
+    learner, safetensors = companion()
+    tensors, meta = safetensors.read(path)
     info = json.loads(meta.get('byol', '{}'))
     result = {'metadata': sorted(info)}
-    for name in ('online.encoder', 'online.projector', 'online.predictor', 'target.encoder', 'target.projector'):
-        state = r.part(tensors, name + '.')
-        try:  # strict loads: every tensor has its place and every place its tensor
-            model = r.resnet(state) if name.endswith('encoder') else r.head(state)
-            result[name] = 'loaded'
-            if name == 'online.encoder':
-                encoder = model
-        except (RuntimeError, KeyError, SystemExit) as e:
-            result[name] = str(e)
-    if embeddings and result['online.encoder'] == 'loaded':
-        # byol embed's features of the images against this PyTorch module's (eval mode, the run's normalization).
+    # A strict load of both networks and the optimizer's slots: every tensor has its place and every place its tensor.
+    try:
+        lrn = learner.load(path)
+        result['learner'] = 'loaded'
+        result['architecture'] = lrn.info['architecture']
+    except learner.ExportError as e:
+        result['learner'] = str(e)
+    if embeddings and result['learner'] == 'loaded':
+        # byol embed's features of the images against the companion's encoder (eval mode, the run's normalization).
+        from PIL import Image
+        from torchvision import transforms as T
         ids = [json.loads(line)['id'] for line in open(embeddings[:-4] + '.jsonl')]
         views = info['views']
-        t = r.T.Compose([r.T.ToTensor(), r.T.Normalize(views['mean'], views['std'])])
+        t = T.Compose([T.ToTensor(), T.Normalize(views['mean'], views['std'])])
         mode = 'L' if views['channels'] == 1 else 'RGB'
-        x = torch.stack([t(r.Image.open(os.path.join(images, i)).convert(mode)) for i in ids])
-        encoder.eval()
+        x = torch.stack([t(Image.open(os.path.join(images, i)).convert(mode)) for i in ids])
+        lrn.online.eval()
         with torch.no_grad():
-            f = encoder(x)
+            f = lrn.online.encoder(x)
         ours = torch.from_numpy(np.load(embeddings))
         result['features'] = {'n': len(ids), 'maxRelDiff': float((f - ours).abs().max() / f.abs().max())}
     print(json.dumps(result))
 
 
 def compare(path, reference, prefix=''):
-    tensors, _ = recipe().read_safetensors(path)
+    tensors, _ = companion()[1].read(path)
     state = torch.load(reference)
     state = state.get('state_dict', state)
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -19,6 +19,7 @@ import { decodeSafetensors, encodeSafetensors, type NamedArray } from '../src/io
 import { loadNativeAddon, useBackend } from '../src/node.js';
 import { exportWholeLearner, parseWholeInfo, wholeLearnerState, type WholeInfo } from '../src/run/whole.js';
 import { Rng } from '../src/views/rng.js';
+import { byolSync, dataset, skipNoData } from './cli-helpers.js';
 
 const PYTHON = '/usr/bin/python3';
 const pythonDir = fileURLToPath(new URL('../../python', import.meta.url));
@@ -348,4 +349,50 @@ test('round trip: byol 10 steps → companion 10 steps (2 processes) → byol 10
     home.dispose();
     back.dispose();
   }
+});
+
+test('the recipe through the CLI: pretrain → export --whole → views → companion → pretrain --from goes on as the uninterrupted run did', { skip: skip || skipNoData }, () => {
+  // Tuned convolution paths pinned: two byol processes then compute bit-identical steps on the native backend.
+  const pinned = { ...process.env, BYOL_NATIVE_CONV_GEMM: '0', BYOL_NATIVE_CONV_MIRROR: '0' };
+  const cli = (args: string[]) => {
+    const r = spawnSync(process.execPath, [fileURLToPath(new URL('../src/cli/main.js', import.meta.url)), ...args], { encoding: 'utf8', timeout: 240_000, env: pinned });
+    assert.equal(r.status, 0, `byol ${args.join(' ')}:\n${r.stdout}\n${r.stderr}`);
+    return r.stdout;
+  };
+  const recipe = ['--encoder', 'convnet', '--limit', '64', '--epochs', '3', '--batch', '16', '--projector-hidden', '32', '--projector-out', '16', '--predictor-hidden', '32', '--knn-every', '0', '--knn-bank', '64', '--knn-test', '32', '--diagnose-every', '0'];
+  const straight = join(dir, 'cli-straight');
+  cli(['pretrain', dataset, '--out', straight, ...recipe, '--checkpoint-every', '4', '--keep', '3']);
+  const whole = join(dir, 'cli-whole.safetensors');
+  const exported = cli(['export', join(straight, 'checkpoints', 'step-00000004.byol'), '--format', 'safetensors', '--whole', '--out', whole]);
+  assert.match(exported, /exported the whole learner of \S+step-00000004\.byol \(step 4 of 12, \d+ tensors: online and target networks, optimizer state\)/);
+  const viewsFile = join(dir, 'cli-views.safetensors');
+  assert.match(cli(['views', whole, '--steps', '4', '--out', viewsFile]), /wrote the views of steps 5–8 \(4 × 2 × 16 images/);
+  const cluster = join(dir, 'cli-cluster');
+  python([launcher, whole, '--views', viewsFile, '--out', cluster, '--steps', '4']);
+  const back = join(dir, 'cli-back');
+  const continued = cli(['pretrain', '--from', join(cluster, 'whole.safetensors'), '--out', back]);
+  assert.match(continued, /continuing at step 8\/12 \(epoch 3\)/);
+  const steps = (runDir: string) => readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as MetricsLine & { type: string }).filter((r) => r.type === 'step');
+  const [a, b] = [steps(straight), steps(back)];
+  assert.deepEqual(b.map((r) => r.step), [5, 6, 7, 8, 9, 10, 11, 12], "the companion's steps (its metrics.jsonl), then byol's");
+  for (const r of b) {
+    const want = a.find((x) => x.step === r.step)!;
+    assert.ok(Math.abs(r.loss - want.loss) <= 1e-4 * want.loss, `step ${r.step}: loss ${r.loss} vs ${want.loss} uninterrupted`);
+    assert.ok(Math.abs(r.tau - want.tau) <= 1e-12 && Math.abs(r.lr - want.lr) <= 1e-12, `step ${r.step}: τ ${r.tau}, lr ${r.lr} vs ${want.tau}, ${want.lr}`);
+  }
+  const record = JSON.parse(readFileSync(join(back, 'config.json'), 'utf8')) as { continuedFrom: { step: number; history: { by: string; from: number; to: number }[] } };
+  assert.equal(record.continuedFrom.step, 8);
+  assert.deepEqual(record.continuedFrom.history.map((h) => [h.by, h.from, h.to]), [['byol_torch', 4, 8]]);
+  // Refusals: a flag that would change the exported run, and a folder of someone else's.
+  const bad = byolSync(['pretrain', '--from', join(cluster, 'whole.safetensors'), '--out', join(dir, 'cli-bad'), '--epochs', '9']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /--from continues the exported run with its own config; drop --epochs/);
+  const mine = join(dir, 'cli-cluster-again');
+  python([launcher, whole, '--views', viewsFile, '--out', mine, '--steps', '1']);
+  const again = spawnSync(PYTHON, [launcher, whole, '--views', viewsFile, '--out', mine, '--steps', '1'], { encoding: 'utf8', env });
+  assert.equal(again.status, 2);
+  assert.match(again.stderr, /holds a continued run already; continue it with --resume/);
+  const foreign = spawnSync(PYTHON, [launcher, whole, '--views', viewsFile, '--out', straight, '--steps', '1'], { encoding: 'utf8', env });
+  assert.equal(foreign.status, 2);
+  assert.match(foreign.stderr, /holds files this companion did not write/);
 });

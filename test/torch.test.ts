@@ -72,6 +72,7 @@ test('checkpoints import with their own framework\'s features: torchvision ResNe
   solo.model.dispose();
   const momentum = await importTorchResnet(join(dir, 'solo.ckpt'), { prefix: 'momentum_backbone.' });
   momentum.model.dispose();
+  await assert.rejects(importTorchResnet(join(dir, 'wide.pth')), (e: unknown) => e instanceof ByolError && e.code === 'INVALID_DATA' && /a wide ResNet in torchvision's sense \(width_per_group 128: layer1\.0\.conv1 has 128 filters for a stem of 64\)/.test((e as Error).message));
   await assert.rejects(importTorchResnet(join(dir, 'solo.ckpt'), { prefix: 'target.' }), (e: unknown) => e instanceof ByolError && e.code === 'INVALID_OPTION' && /names no backbone .* "backbone\.", "momentum_backbone\."/.test((e as Error).message));
 });
 
@@ -106,7 +107,7 @@ test('byol import → byol export --format safetensors: torchvision loads every 
   assert.equal(byolSync(['import', join(dir, 'official.pkl'), '--out', official]).code, 0);
   const e = byolSync(['export', official, '--format', 'safetensors', '--out', join(dir, 'official.safetensors')]);
   assert.equal(e.code, 0, e.err);
-  assert.match(e.out, /^note: this encoder pads as TensorFlow \("SAME", .* in torchvision its features differ slightly from byol's\./m);
+  assert.match(e.out, /^note: this encoder pads as TensorFlow \("SAME", .* loaded into torchvision it computes another function .* The PyTorch companion \(python\/byol_torch\) pads as byol does/m);
 });
 
 test('padsAsTensorFlow names the models whose stride-2 windows PyTorch cannot pad alike', () => {
@@ -160,43 +161,19 @@ test('pretrain --init FILE starts BYOL from imported weights, kept in the run as
   const whole = join(dir, 'whole.safetensors');
   const w = byolSync(['export', run, '--format', 'safetensors', '--whole', '--out', whole]);
   assert.equal(w.code, 0, w.err);
-  assert.match(w.out, /exported the whole learner of \S+step-00000004\.byol \(step 4, \d+ tensors: online and target networks\)/);
+  assert.match(w.out, /exported the whole learner of \S+step-00000004\.byol \(step 4 of \d+, \d+ tensors: online and target networks, optimizer state\)/);
   assert.doesNotMatch(w.out, /SAME/, 'a run started from PyTorch weights pads as PyTorch');
   const emb = join(dir, 'emb.npy');
   assert.equal(byolSync(['embed', run, `folder:${pics}`, '--out', emb]).code, 0);
   const loaded = JSON.parse(spawnSync(PYTHON, [script, 'whole', whole, emb, pics], { encoding: 'utf8' }).stdout) as Record<string, unknown>;
   const features = loaded['features'] as { n: number; maxRelDiff: number };
-  delete loaded['features'];
-  assert.deepEqual(loaded, {
-    metadata: ['checkpoint', 'config', 'heads', 'input', 'padding', 'step', 'tau', 'tauSchedule', 'totalSteps', 'views'],
-    'online.encoder': 'loaded',
-    'online.projector': 'loaded',
-    'online.predictor': 'loaded',
-    'target.encoder': 'loaded',
-    'target.projector': 'loaded',
-  });
-  // The online encoder in torchvision gives byol embed's features of the same images.
+  assert.deepEqual(loaded['metadata'], ['architecture', 'checkpoint', 'config', 'encoderTopology', 'format', 'input', 'learner', 'optimizer', 'padding', 'parameters', 'step', 'stepsPerEpoch', 'totalSteps', 'version', 'viewRng', 'views']);
+  assert.equal(loaded['learner'], 'loaded', 'the companion loads both networks and the optimizer state strictly');
+  assert.deepEqual(loaded['architecture'], { kind: 'resnet', depth: 18, stem: 'cifar', width: 1, padding: 'torch', inputShape: [32, 32, 3] });
+  // The online encoder in the companion gives byol embed's features of the same images.
   assert.equal(features.n, 16);
-  t.diagnostic(`online encoder in torchvision vs byol embed: max relative difference ${features.maxRelDiff.toExponential(2)}`);
+  t.diagnostic(`online encoder in the companion vs byol embed: max relative difference ${features.maxRelDiff.toExponential(2)}`);
   assert.ok(features.maxRelDiff < 1e-4, `features differ by ${features.maxRelDiff}`);
-  // The recipe users run: BYOL continues in PyTorch from the export, and its encoder comes back to byol unchanged.
-  const recipe = fileURLToPath(new URL('../../examples/continue_in_pytorch.py', import.meta.url));
-  const back = join(dir, 'back.pth');
-  const p = spawnSync(PYTHON, [recipe, whole, pics, '--steps', '2', '--batch', '8', '--workers', '0', '--out', back], { encoding: 'utf8', timeout: 120_000 });
-  assert.equal(p.status, 0, p.stderr);
-  assert.match(p.stdout, /^16 images, 2 steps of 8 on cpu; lr [\d.e-]+, τ 0\.996 → 1$/m);
-  assert.match(p.stdout, /^step 2\/2 {2}loss \d\.\d{4} {2}τ 0\.9980$/m);
-  assert.match(p.stdout, /byol import \S+back\.pth --out DIR --mean 0\.485,0\.456,0\.406 --std 0\.229,0\.224,0\.225$/m);
-  const again = spawnSync(PYTHON, [recipe, whole, pics, '--steps', '1', '--out', back], { encoding: 'utf8' });
-  assert.notEqual(again.status, 0, 'the recipe never overwrites its output');
-  const backDir = join(dir, 'back');
-  const i = byolSync(['import', back, '--out', backDir, '--mean', '0.485,0.456,0.406', '--std', '0.229,0.224,0.225']);
-  assert.equal(i.code, 0, i.err);
-  assert.match(i.out, /100 tensors mapped, 0 missing/);
-  const backSt = join(dir, 'back.safetensors');
-  assert.equal(byolSync(['export', backDir, '--format', 'safetensors', '--out', backSt]).code, 0);
-  const rt = JSON.parse(spawnSync(PYTHON, [script, 'compare', backSt, back], { encoding: 'utf8' }).stdout) as { tensors: number; maxDiff: number };
-  assert.deepEqual([rt.tensors, rt.maxDiff], [100, 0]);
   const both = byolSync(['pretrain', `folder:${pics}`, '--init', join(dir, 'cifar18.pth'), '--encoder', 'convnet', '--out', join(dir, 'never')]);
   assert.equal(both.code, 2);
   assert.match(both.err, /--init and --encoder both choose the encoder; give one/);

@@ -62,7 +62,7 @@ const overwriteFlag: Flag = { name: 'overwrite', type: 'bool', help: 'write into
  * Selects the backend the flags ask for; without --backend, `fallback` (a resumed run's own backend) or the fastest.
  * Returns what was chosen, for the run's record.
  */
-async function selectBackend(flags: Flags, io: Io, fallback: BackendRecord | null = null): Promise<{ backend: BackendRecord; note: string }> {
+export async function selectBackend(flags: Flags, io: Io, fallback: BackendRecord | null = null): Promise<{ backend: BackendRecord; note: string }> {
   const asked = flags.get('backend') as string | undefined;
   const threads = (flags.get('threads') as number | undefined) ?? cpus().length;
   let name: BackendRecord['name'];
@@ -185,7 +185,7 @@ const MAX_WHOLE_BYTES = 16 * 2 ** 30;
  * A whole-learner export, read and checked, with the companion's metrics.jsonl when one lies beside it (the companion
  * writes DIR/whole.safetensors and DIR/metrics.jsonl): its step records up to the export's step, for the curve.
  */
-async function readWholeExport(file: string): Promise<NonNullable<PretrainArgs['from']>> {
+export async function readWholeExport(file: string): Promise<NonNullable<PretrainArgs['from']>> {
   let size: number;
   try {
     size = (await stat(file)).size;
@@ -750,7 +750,8 @@ async function encoderOf(source: string, network: Network = 'online'): Promise<{
 
 const SAME_PADDING_NOTE =
   'note: this encoder pads as TensorFlow ("SAME", byol\'s default and the official code\'s) at stride 2, which PyTorch\'s ' +
-  'layers do not: in torchvision its features differ slightly from byol\'s. A run started from PyTorch weights ' +
+  'layers do not: loaded into torchvision it computes another function (its stride-2 windows sit one pixel off). The PyTorch ' +
+  'companion (python/byol_torch) pads as byol does and gives byol\'s features; a run started from PyTorch weights ' +
   '(pretrain --init FILE) pads as PyTorch and exports exactly.';
 
 export async function runExport(argv: readonly string[], io: Io): Promise<number> {
@@ -777,11 +778,7 @@ export async function runExport(argv: readonly string[], io: Io): Promise<number
         encoderTopology: meta.encoderTopology,
         input: inputDescription(views),
         views,
-        // Read by earlier copies of examples/continue_in_pytorch.py.
-        tau: learner.options.tau,
-        tauSchedule: learner.options.tauSchedule,
         padding,
-        heads: 'nn.Sequential(Linear, BatchNorm1d, ReLU, Linear(bias=False))',
         config: meta.config,
       });
       await writeFileAtomic(out, encodeSafetensors(tensors, { format: 'pt', byol: JSON.stringify(info) }));

@@ -7,6 +7,7 @@ import { helpText, parseArgs, type Command } from './args.js';
 import { ABLATE, EMBED, EVAL, EXPORT, IMPORT, PLOT, PRETRAIN, SERVE, runAblate, runEmbed, runServe, runEval, runExport, runImport, runPlot, runPretrain, type Io } from './commands.js';
 import { DEFAULT_DEMO, runDemo } from './demo.js';
 import { doctorLines, runDoctor } from './doctor.js';
+import { VIEWS, runViewsCommand } from './views.js';
 
 const DEMO: Command = {
   name: 'demo',
@@ -41,7 +42,7 @@ const DOCTOR: Command = {
   examples: ['byol doctor', 'byol doctor --json'],
 };
 
-const COMMANDS: readonly Command[] = [PRETRAIN, EVAL, EMBED, EXPORT, IMPORT, PLOT, ABLATE, SERVE, DEMO, DOCTOR];
+const COMMANDS: readonly Command[] = [PRETRAIN, EVAL, EMBED, EXPORT, VIEWS, IMPORT, PLOT, ABLATE, SERVE, DEMO, DOCTOR];
 
 const HELP = `byol — Bootstrap Your Own Latent (Grill et al. 2020) on TensorFlow.js
 
@@ -114,7 +115,7 @@ async function main(argv: string[]): Promise<number> {
   }
   // export, embed and plot write a few files, each atomically: on a signal, drop the write in progress and quit.
   // (eval and demo write nothing and keep the default: a signal ends them at once, even inside a long computation.)
-  if (cmd.name === 'export' || cmd.name === 'embed' || cmd.name === 'plot' || cmd.name === 'import') {
+  if (cmd.name === 'export' || cmd.name === 'views' || cmd.name === 'embed' || cmd.name === 'plot' || cmd.name === 'import') {
     for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
       process.on(signal, () => {
         removePendingTemporariesSync();
@@ -136,6 +137,8 @@ async function main(argv: string[]): Promise<number> {
       return runEmbed(rest, io);
     case 'export':
       return runExport(rest, io);
+    case 'views':
+      return runViewsCommand(rest, io);
     case 'import':
       return runImport(rest, io);
     case 'plot':

@@ -93,8 +93,13 @@ function haikuGlobals(file: string): Map<string, (args: unknown[]) => unknown> {
     ['haiku._src.data_structures.FlatMap', mapping],
     ['haiku.data_structures.FlatMapping', mapping],
     ['byol.byol_experiment._ByolExperimentState', (a) => new Map(STATE_FIELDS.map((f, i) => [f, a[i]]))],
-    // The optimizer's state is not read: an inert value.
+    // The optimizer's state is not read: inert values. The official code's optax chain (byol/utils/optimizers.py:
+    // add_weight_decay, scale_by_lars, optax.scale) leaves these state classes in a checkpoint's opt_state.
     ['byol.utils.optimizers.LarsState', () => null],
+    ['byol.utils.optimizers.AddWeightDecayState', () => null],
+    ['byol.utils.optimizers.ScaleByLarsState', () => null],
+    ['optax._src.transform.ScaleState', () => null],
+    ['optax._src.base.EmptyState', () => null],
   ]);
   g.set('numpy.core.numeric._frombuffer', () => {
     throw fail('a NumPy array pickled with protocol 5 buffers; save it with protocol 2 as the official code does');

@@ -111,6 +111,15 @@ export async function importTorchResnet(file: string, options: TorchImportOption
   const width = conv1.shape[0]! / 64;
   if (!Number.isInteger(width) || width < 1) throw fail(`${prefix}conv1.weight has ${conv1.shape[0]} filters, not a multiple of 64`);
   const bottleneck = get('layer1.0.conv3.weight') !== undefined;
+  // torchvision's wide ResNets (wide_resnet50_2, …) widen only a bottleneck's inner convolutions (width_per_group
+  // 128 instead of 64), where byol's width multiplier (the paper's ResNet-50 (2×)) widens every layer and the stem.
+  const inner = get('layer1.0.conv1.weight')?.shape[0];
+  if (bottleneck && inner !== undefined && inner !== conv1.shape[0]) {
+    throw fail(
+      `a wide ResNet in torchvision's sense (width_per_group ${(inner / conv1.shape[0]!) * 64}: layer1.0.conv1 has ${inner} filters for a stem of ${conv1.shape[0]}), ` +
+        'which byol does not build: its width multiplier widens every layer, the stem too (the paper\'s ResNet-50 (2×)); import a ResNet with width_per_group 64',
+    );
+  }
   const blocks = [1, 2, 3, 4].map((l) => {
     let n = 0;
     while (get(`layer${l}.${n}.conv1.weight`)) n++;

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The companion on NVIDIA GPUs: fp32 on one GPU, bf16 on one GPU, bf16 on every GPU (torchrun, NCCL), a short
+# continuation each, images/s from each run's metrics.jsonl. For a machine with CUDA and PyTorch 2.x; needs no package
+# registry and no Node. At most ~8 minutes (each leg is bounded by `timeout`).
+#
+# Made here (with byol and the CIFAR-10 binaries), then copied beside this script:
+#   byol pretrain cifar10:DATA --out runs/gpu --limit 5120 --epochs 100 --batch 256 --checkpoint-every 4 --knn-every 0
+#     (stop it after its first checkpoint with Ctrl-C: the run's schedules are those of 100 epochs)
+#   byol export runs/gpu --format safetensors --whole --out gpu-whole.safetensors
+#   byol views gpu-whole.safetensors --steps 40 --out gpu-views.safetensors
+# Then: bash python/gpu_check.sh gpu-whole.safetensors gpu-views.safetensors [STEPS]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+whole="${1:?usage: gpu_check.sh WHOLE.safetensors VIEWS.safetensors [STEPS]}"
+views="${2:?usage: gpu_check.sh WHOLE.safetensors VIEWS.safetensors [STEPS]}"
+steps="${3:-30}"
+py="${PYTHON:-python3}"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+"$py" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.device_count(), "x", torch.cuda.get_device_name(0))'
+gpus="$("$py" -c 'import torch; print(torch.cuda.device_count())')"
+leg() {
+  local name="$1"; shift
+  local dir="$out/$name"
+  local t0=$SECONDS
+  timeout 150 "$@" --views "$views" --out "$dir" --steps "$steps" --log-every 10
+  "$py" - "$dir" "$name" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1] + '/metrics.jsonl')]
+a, b = lines[len(lines) // 3], lines[-1]
+batch = b['imagesPerSecond'] * b['elapsed'] / (b['step'] - lines[0]['step'] + 1)
+print(f"{sys.argv[2]}: {(b['step'] - a['step']) * batch / (b['elapsed'] - a['elapsed']):.1f} images/s over steps {a['step']}–{b['step']} "
+      f"(loss {lines[0]['loss']:.4f} → {b['loss']:.4f})")
+PY
+  echo "  ($((SECONDS - t0)) s with start-up)"
+}
+leg "1 GPU fp32" "$py" "$here/continue_byol.py" "$whole" --device cuda
+leg "1 GPU bf16" "$py" "$here/continue_byol.py" "$whole" --device cuda --bf16
+if [ "$gpus" -gt 1 ]; then
+  leg "$gpus GPUs bf16 (NCCL)" "$py" -m torch.distributed.run --standalone --nproc_per_node "$gpus" "$here/continue_byol.py" "$whole" --device cuda --bf16
+fi
