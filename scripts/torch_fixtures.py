@@ -6,9 +6,11 @@
       publishes, each with PyTorch's features of a fixed input (eval mode, the classifier removed):
         tv18.pth      torchvision resnet18 state dict
         tv50.pth      torchvision resnet50 state dict
-        cifar18.pth   torchvision resnet18 with a CIFAR stem (3x3/1 conv1, no max-pool), as solo-learn and lightly
-        solo.ckpt     a Lightning-style checkpoint: state_dict with backbone. and momentum_backbone. copies, plus
-                      hyper-parameters (an argparse.Namespace) and an epoch
+        cifar18.pth   torchvision resnet18 with a CIFAR stem (3x3/1 conv1 padded by 1, no max-pool), as lightly
+        solo.ckpt     a solo-learn CIFAR checkpoint (stem padded by 2, its OmegaConf config in hyper_parameters):
+                      Lightning's state_dict with backbone. and momentum_backbone. copies, and an epoch
+        solo-unknown.ckpt  the same with a config that names no dataset (its stem's padding cannot be known)
+        wide.pth      a torchvision wide-ResNet layout (width_per_group 128), refused
         lightly.pth   an nn.Sequential of torchvision's children (lightly's backbones): keys 0., 1., 4.0.conv1, ...
         hostile.pth   a torch.save archive whose pickle calls os.system (must be refused, never run)
         hostile.pkl   a plain protocol-2 pickle that does the same
@@ -33,6 +35,7 @@
       unexpected keys.
 """
 import argparse
+import copy
 import json
 import os
 import struct
@@ -90,13 +93,26 @@ def make(out):
     torch.save(cifar.state_dict(), os.path.join(out, 'cifar18.pth'))
     meta['cifar18.pth'] = {'encoder': 'resnet18-cifar', **features(cifar, 32)}
 
-    # solo-learn's BYOL: the online backbone and a momentum copy (different weights), Lightning's layout.
+    # solo-learn's BYOL on CIFAR: the online backbone and a momentum copy (different weights), Lightning's layout, its
+    # CIFAR stem padded by 2 (solo-learn's Conv2d(3, 64, 3, stride=1, padding=2)) and its config in hyper_parameters
+    # as Lightning keeps it: an OmegaConf DictConfig (Debian's python3-omegaconf; a plain dict where it is missing).
+    solo = copy.deepcopy(cifar)
+    solo.conv1.padding = (2, 2)
     momentum = randomize_batch_norm(torchvision.models.resnet18())
-    state = {f'backbone.{k}': v for k, v in cifar.state_dict().items() if not k.startswith('fc.')}
+    state = {f'backbone.{k}': v for k, v in solo.state_dict().items() if not k.startswith('fc.')}
     state.update({f'momentum_backbone.{k}': v for k, v in momentum.state_dict().items() if not k.startswith('fc.')})
     state['projector.0.weight'] = torch.randn(16, 512)
-    torch.save({'epoch': 3, 'global_step': 1170, 'state_dict': state, 'hyper_parameters': argparse.Namespace(lr=1.0, batch_size=256)}, os.path.join(out, 'solo.ckpt'))
-    meta['solo.ckpt'] = {'encoder': 'resnet18-cifar', 'prefix': 'backbone.', **features(cifar, 32)}
+    cfg = {'method': 'byol', 'backbone': {'name': 'resnet18', 'kwargs': {}}, 'data': {'dataset': 'cifar10', 'num_classes': 10}, 'optimizer': {'name': 'lars', 'lr': 1.0, 'kwargs': {'eta': 0.02}}}
+    try:
+        from omegaconf import OmegaConf
+        cfg = OmegaConf.create(cfg)
+    except ImportError:
+        pass
+    torch.save({'epoch': 3, 'global_step': 1170, 'state_dict': state, 'hyper_parameters': {'cfg': cfg}}, os.path.join(out, 'solo.ckpt'))
+    meta['solo.ckpt'] = {'encoder': 'resnet18-cifar', 'prefix': 'backbone.', 'stemPadding': 2, **features(solo, 32)}
+    # The same checkpoint without a dataset in its config: the stem's padding cannot be known.
+    cfg_unknown = {'method': 'byol', 'backbone': {'name': 'resnet18'}}
+    torch.save({'state_dict': state, 'hyper_parameters': {'cfg': cfg_unknown}}, os.path.join(out, 'solo-unknown.ckpt'))
 
     # torchvision's wide ResNet layout (width_per_group 128, as wide_resnet50_2), kept small: byol refuses it, naming why.
     wide = torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, [1, 1, 1, 1], width_per_group=128)

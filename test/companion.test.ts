@@ -16,6 +16,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { Byol, type StepResult } from '../src/byol/learner.js';
 import type { ByolOptions } from '../src/byol/options.js';
 import { decodeSafetensors, encodeSafetensors, type NamedArray } from '../src/io/safetensors.js';
+import { resnet } from '../src/nets/resnet.js';
 import { loadNativeAddon, useBackend } from '../src/node.js';
 import { exportWholeLearner, parseWholeInfo, wholeLearnerState, type WholeInfo } from '../src/run/whole.js';
 import { Rng } from '../src/views/rng.js';
@@ -161,13 +162,16 @@ function scramble(learner: Byol, seed: number, statistics = true): void {
   );
 }
 
-test('same function: byol\'s "SAME" ResNet-18 (even and odd sizes), ResNet-50, CIFAR ResNet-18 and the ConvNet give byol\'s features in PyTorch, both networks', { skip }, async () => {
+test('same function: byol\'s "SAME" ResNet-18 (even and odd sizes), ResNet-50, CIFAR ResNet-18, the ConvNet, and imported ResNets (PyTorch\'s padding, solo-learn\'s stem) give byol\'s features in PyTorch, both networks', { skip }, async () => {
   const cases: [string, ByolOptions['encoder'], Shape][] = [
     ['resnet18 40px', { name: 'resnet18', inputShape: [40, 40, 3] }, [40, 40, 3]],
     ['resnet18 33px', { name: 'resnet18', inputShape: [33, 33, 3] }, [33, 33, 3]],
     ['resnet50 64px', { name: 'resnet50', inputShape: [64, 64, 3] }, [64, 64, 3]],
     ['resnet18-cifar', { name: 'resnet18-cifar', inputShape: [16, 16, 3] }, [16, 16, 3]],
     ['convnet', { name: 'convnet', inputShape: [16, 16, 1] }, [16, 16, 1]],
+    // Runs started from PyTorch weights: PyTorch's padding, and solo-learn's CIFAR stem padded by 2.
+    ['resnet18 torch padding', resnet({ depth: 18, stem: 'imagenet', padding: 'torch', inputShape: [40, 40, 3], seed: 4 }), [40, 40, 3]],
+    ['resnet18-cifar stem padding 2', resnet({ depth: 18, stem: 'cifar', padding: 'torch', stemPadding: 2, inputShape: [16, 16, 3], seed: 4 }), [16, 16, 3]],
   ];
   for (const [name, encoder, shape] of cases) {
     const learner = new Byol({ ...small(encoder, 4, 10), targetInit: 'independent' });

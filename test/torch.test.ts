@@ -33,6 +33,7 @@ interface Fixture {
   encoder: string;
   prefix?: string;
   official?: boolean;
+  stemPadding?: number;
   x: number[];
   shape: [number, number, number, number];
   features: number[];
@@ -55,6 +56,7 @@ test('checkpoints import with their own framework\'s features: torchvision ResNe
       assert.equal(imp.encoder, f.encoder, file);
       assert.equal(imp.prefix, f.official ? 'res_net50/~/' : (f.prefix ?? ''), file);
       assert.equal(imp.padding, f.official ? 'same' : 'torch', file);
+      assert.equal(imp.stemPadding, f.encoder.endsWith('-cifar') ? (f.stemPadding ?? 1) : null, `${file}: the CIFAR stem's padding`);
       if (f.official) assert.deepEqual(imp.unexpected, ['projector/~/linear', 'classifier'], 'the heads and the online classifier are named, not imported');
       assert.deepEqual(imp.missing, [], `${file}: missing ${imp.missing}`);
       const got = tf.tidy(() => (imp.model.predict(tf.tensor4d(f.x, f.shape)) as tf.Tensor).dataSync());
@@ -69,7 +71,17 @@ test('checkpoints import with their own framework\'s features: torchvision ResNe
   const solo = await importTorchResnet(join(dir, 'solo.ckpt'));
   assert.deepEqual(solo.otherPrefixes, ['momentum_backbone.'], 'the momentum copy is named, not taken');
   assert.deepEqual(solo.unexpected, []);
+  // solo-learn's CIFAR runs: the stem's padding and the input normalization come from its OmegaConf config.
+  assert.deepEqual(solo.normalization, { mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.243, 0.261], source: "solo-learn's CIFAR normalization (its config's dataset: cifar10)" });
+  assert.deepEqual(solo.notes, ["stem: padding 2, as solo-learn's CIFAR ResNets (its config's dataset: cifar10)"]);
   solo.model.dispose();
+  const plain = await importTorchResnet(join(dir, 'cifar18.pth'));
+  assert.match(plain.notes.join(), /a 3×3 CIFAR stem whose padding the file does not say; taken as 1 .* --stem-padding 2/);
+  plain.model.dispose();
+  await assert.rejects(importTorchResnet(join(dir, 'solo-unknown.ckpt')), (e: unknown) => e instanceof ByolError && e.code === 'INVALID_OPTION' && /cannot be known; give --stem-padding 2 \(or 1\)/.test((e as Error).message));
+  const forced = await importTorchResnet(join(dir, 'solo-unknown.ckpt'), { stemPadding: 2 });
+  assert.equal(forced.stemPadding, 2);
+  forced.model.dispose();
   const momentum = await importTorchResnet(join(dir, 'solo.ckpt'), { prefix: 'momentum_backbone.' });
   momentum.model.dispose();
   await assert.rejects(importTorchResnet(join(dir, 'wide.pth')), (e: unknown) => e instanceof ByolError && e.code === 'INVALID_DATA' && /a wide ResNet in torchvision's sense \(width_per_group 128: layer1\.0\.conv1 has 128 filters for a stem of 64\)/.test((e as Error).message));
@@ -83,7 +95,13 @@ test('byol import → byol export --format safetensors: torchvision loads every 
     assert.match(imported.out, /^imported resnet(18|50)(-cifar)? from .* \(prefix "(backbone\.)?": (100|265) tensors mapped, 0 missing\) to .*model\.json in [\d.]+ s$/m);
     const info = JSON.parse(readFileSync(join(dir, out, 'byol.json'), 'utf8')) as { padding: string; input: { mean: number[] } };
     assert.equal(info.padding, 'torch');
-    assert.deepEqual(info.input.mean, [0.485, 0.456, 0.406]);
+    // ImageNet's normalization, but for solo-learn's CIFAR run, whose config says CIFAR (its stem pads 2, said in a note).
+    assert.deepEqual(info.input.mean, file === 'solo.ckpt' ? [0.4914, 0.4822, 0.4465] : [0.485, 0.456, 0.406]);
+    if (file === 'solo.ckpt') {
+      assert.match(imported.out, /^note: stem: padding 2, as solo-learn's CIFAR ResNets \(its config's dataset: cifar10\)$/m);
+      assert.match(imported.out, /^input: normalized with solo-learn's CIFAR normalization/m);
+      assert.equal((info as unknown as { stemPadding: number }).stemPadding, 2);
+    }
     const st = join(dir, `${out}.safetensors`);
     const exported = byolSync(['export', join(dir, out), '--format', 'safetensors', '--out', st]);
     assert.equal(exported.code, 0, exported.err);

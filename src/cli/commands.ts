@@ -309,13 +309,17 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
     const imp = await importResnet(initFile, { inputSize: runViews(config).size });
     initModel = {
       model: imp.model,
-      info: { source: { file: resolve(initFile), format: imp.format, prefix: imp.prefix, mapped: imp.mapped.length, missing: imp.missing, unexpected: imp.unexpected }, encoder: imp.encoder, width: imp.width, padding: imp.padding },
+      info: { source: { file: resolve(initFile), format: imp.format, prefix: imp.prefix, mapped: imp.mapped.length, missing: imp.missing, unexpected: imp.unexpected }, encoder: imp.encoder, width: imp.width, padding: imp.padding, ...(imp.stemPadding !== null ? { stemPadding: imp.stemPadding } : {}), normalization: imp.normalization },
     };
     io.out(`init: ${imp.encoder} from ${initFile} (${imp.mapped.length} tensors mapped, ${imp.missing.length} missing; not used: ${imp.unexpected.join(', ') || 'nothing'})`);
+    for (const n of imp.notes) io.out(`note: ${n}`);
   }
   if (config && resume === undefined && from === undefined) {
     let note: string | null = null;
-    if (initModel) [config, note] = withModelNormalization(config, { mean: IMAGENET_MEAN, std: IMAGENET_STD }, 'ImageNet\'s, as the imported weights expect');
+    if (initModel) {
+      const own = initModel.info['normalization'] as { mean: number[]; std: number[]; source: string } | null;
+      [config, note] = withModelNormalization(config, own ?? { mean: IMAGENET_MEAN, std: IMAGENET_STD }, own ? own.source : 'ImageNet\'s, as the imported weights expect');
+    }
     else if (isModelFolder(config.encoder)) [config, note] = withModelNormalization(config, folderNormalization(config.encoder), `as ${join(config.encoder, 'byol.json')} records`);
     if (note) io.out(note);
     if (initModel) {
@@ -838,7 +842,8 @@ export const IMPORT: Command = {
     { name: 'prefix', type: 'string', arg: 'P', help: 'key prefix of the backbone (default: found; the online network\'s)' },
     { name: 'network', type: 'string', arg: 'N', choices: ['online', 'target'], help: 'official checkpoints: which network (default online)' },
     { name: 'size', type: 'int', arg: 'N', min: 1, help: 'input image side (default 224, or 32 for a CIFAR stem)' },
-    { name: 'mean', type: 'string', arg: 'R,G,B', help: `input normalization mean (default ImageNet's ${IMAGENET_MEAN.join(',')})` },
+    { name: 'stem-padding', type: 'int', arg: 'P', min: 0, max: 3, help: 'a CIFAR stem\'s zero padding (default: solo-learn checkpoints\' 2 from their config, else 1)' },
+    { name: 'mean', type: 'string', arg: 'R,G,B', help: `input normalization mean (default: the checkpoint's where it says, e.g. solo-learn's CIFAR runs; else ImageNet's ${IMAGENET_MEAN.join(',')})` },
     { name: 'std', type: 'string', arg: 'R,G,B', help: `input normalization std (default ImageNet's ${IMAGENET_STD.join(',')})` },
     overwriteFlag,
   ],
@@ -859,15 +864,18 @@ export async function runImport(argv: readonly string[], io: Io): Promise<number
   const { flags, positionals } = parseArgs(IMPORT, argv);
   const out = flags.get('out') as string | undefined;
   if (!out) throw new ByolError('INVALID_OPTION', '`byol import` needs --out DIR', 'out');
-  const mean = triple(flags, 'mean', IMAGENET_MEAN);
-  const std = triple(flags, 'std', IMAGENET_STD);
+  if (flags.has('mean') !== flags.has('std')) throw new ByolError('INVALID_OPTION', '--mean and --std go together (the input normalization)', flags.has('mean') ? 'std' : 'mean');
   await useBackend('cpu');
   const t0 = Date.now();
   const file = positionals[0]!;
   const prefix = flags.get('prefix') as string | undefined;
   const size = flags.get('size') as number | undefined;
   const network = flags.get('network') as 'online' | 'target' | undefined;
-  const imp = await importResnet(file, { ...(prefix !== undefined ? { prefix } : {}), ...(size !== undefined ? { inputSize: size } : {}), ...(network ? { network } : {}) });
+  const stemPadding = flags.get('stem-padding') as number | undefined;
+  const imp = await importResnet(file, { ...(prefix !== undefined ? { prefix } : {}), ...(size !== undefined ? { inputSize: size } : {}), ...(network ? { network } : {}), ...(stemPadding !== undefined ? { stemPadding } : {}) });
+  const fromFile = !flags.has('mean') && imp.normalization;
+  const mean = triple(flags, 'mean', fromFile ? imp.normalization!.mean : IMAGENET_MEAN);
+  const std = triple(flags, 'std', fromFile ? imp.normalization!.std : IMAGENET_STD);
   try {
     const inputShape = imp.model.inputs[0]!.shape;
     const info = {
@@ -875,6 +883,7 @@ export async function runImport(argv: readonly string[], io: Io): Promise<number
       encoder: imp.encoder,
       width: imp.width,
       padding: imp.padding,
+      ...(imp.stemPadding !== null ? { stemPadding: imp.stemPadding } : {}),
       input: inputDescription({ size: inputShape[1], channels: inputShape[3], mean, std }),
       featureDim: resnetFeatureDim(imp.depth, imp.width),
     };
@@ -882,6 +891,8 @@ export async function runImport(argv: readonly string[], io: Io): Promise<number
     const others = imp.otherPrefixes.length ? `; other backbones in the file: ${imp.otherPrefixes.map((p) => JSON.stringify(p)).join(', ')} (--prefix)` : '';
     io.out(`imported ${imp.encoder}${imp.width > 1 ? ` ×${imp.width}` : ''} from ${file} (prefix ${JSON.stringify(imp.prefix)}: ${imp.mapped.length} tensors mapped, ${imp.missing.length} missing${imp.missing.length ? ` (${imp.missing.slice(0, 3).join(', ')}…)` : ''}) to ${join(out, 'model.json')} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     io.out(`not used: ${imp.unexpected.length ? imp.unexpected.join(', ') : 'nothing'}${others}`);
+    for (const n of imp.notes) io.out(`note: ${n}`);
+    if (fromFile) io.out(`input: normalized with ${imp.normalization!.source} (--mean/--std to change)`);
   } finally {
     imp.model.dispose();
   }

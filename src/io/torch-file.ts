@@ -78,6 +78,34 @@ function reader(storage: Storage): (i: number) => number {
   }
 }
 
+/**
+ * An OmegaConf container or value node as a Lightning checkpoint's `hyper_parameters` keep them (solo-learn saves its
+ * whole config so). Read as data: a node's state is its value (`_val`), a container's its content (`_content`); the
+ * metadata (types, flags, the parent link) is ignored. {@link plainData} turns them into Maps, arrays and values.
+ */
+export class OmegaData {
+  content: unknown = undefined;
+  constructor(readonly kind: 'dict' | 'list' | 'value') {}
+  setState(state: unknown): void {
+    if (state instanceof Map) this.content = this.kind === 'value' ? state.get('_val') : state.get('_content');
+  }
+}
+
+/** OmegaConf containers and nodes inside `v` as plain Maps, arrays and values (cycles cut). */
+export function plainData(v: unknown, seen = new Set<unknown>()): unknown {
+  if (v === null || typeof v !== 'object' || seen.has(v)) return v instanceof OmegaData ? null : v;
+  seen.add(v);
+  try {
+    if (v instanceof OmegaData) return plainData(v.content, seen);
+    if (v instanceof Map) return new Map([...v].map(([k, x]) => [k, plainData(x, seen)]));
+    if (Array.isArray(v)) return v.map((x) => plainData(x, seen));
+    if (v instanceof PyTuple) return v.items.map((x) => plainData(x, seen));
+    return v;
+  } finally {
+    seen.delete(v);
+  }
+}
+
 /** The globals a PyTorch or Lightning checkpoint of model weights needs; each builds a plain value. */
 function torchGlobals(file: string): Map<string, (args: unknown[]) => unknown> {
   const fail = (why: string) => new ByolError('INVALID_DATA', `${file}: ${why}`, file);
@@ -119,6 +147,14 @@ function torchGlobals(file: string): Map<string, (args: unknown[]) => unknown> {
     ['lightning.fabric.utilities.data.AttributeDict', dict],
     ['lightning_fabric.utilities.data.AttributeDict', dict],
     ['argparse.Namespace', dict],
+    // OmegaConf (Lightning keeps a config's containers as they are): data, never code; see OmegaData.
+    ['omegaconf.dictconfig.DictConfig', () => new OmegaData('dict')],
+    ['omegaconf.listconfig.ListConfig', () => new OmegaData('list')],
+    ...['AnyNode', 'StringNode', 'IntegerNode', 'FloatNode', 'BooleanNode', 'ValueNode', 'BytesNode', 'PathNode'].map((n) => [`omegaconf.nodes.${n}`, () => new OmegaData('value')] as [string, (args: unknown[]) => unknown]),
+    ['omegaconf.base.ContainerMetadata', () => new OmegaData('value')],
+    ['omegaconf.base.Metadata', () => new OmegaData('value')],
+    ['typing.Any', () => 'typing.Any'],
+    ['collections.defaultdict', dict],
     ['torch.torch_version.TorchVersion', (a) => String(a[0])],
     ['torch.device', (a) => String(a[0])],
   ]);

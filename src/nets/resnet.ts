@@ -33,6 +33,12 @@ export interface ResNetConfig {
    * Haiku→PyTorch port lost 4.6 points until the padding was reproduced, deepmind-research #84).
    */
   readonly padding?: 'same' | 'torch';
+  /**
+   * The CIFAR stem's own zero padding on every side, where it is not the rule's: solo-learn's CIFAR ResNets pad their
+   * 3×3/1 stem by 2 (`Conv2d(3, 64, 3, stride=1, padding=2)`), so their feature maps are 34×34 on 32-px images.
+   * Default: the padding rule's (1).
+   */
+  readonly stemPadding?: number;
   readonly seed?: number;
   readonly name?: string;
 }
@@ -95,6 +101,12 @@ export function resnet(config: ResNetConfig): tfl.LayersModel {
     x = relu(norm(conv(input, 64 * width, 7, 2, 'conv1'), 'bn1'));
     // After a ReLU every value is ≥ 0, so zero padding is max-pool's −∞ padding.
     x = tfl.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: padding === 'torch' ? 'valid' : 'same', name: 'maxpool' }).apply(pad(x, 3, 'maxpool')) as tfl.SymbolicTensor;
+  } else if (config.stemPadding !== undefined && config.stemPadding !== 1) {
+    const p = config.stemPadding;
+    if (!(Number.isInteger(p) && p >= 0 && p <= 3)) throw invalidOption('stemPadding', 'an integer from 0 to 3', p);
+    const padded = p > 0 ? (tfl.layers.zeroPadding2d({ padding: p, name: 'conv1.pad' }).apply(input) as tfl.SymbolicTensor) : input;
+    const stem = conv2d({ filters: 64 * width, kernelSize: 3, strides: 1, padding: 'valid', useBias: false, kernelInitializer: fanInTruncatedNormal(seeds), name: 'conv1' }).apply(padded) as tfl.SymbolicTensor;
+    x = relu(norm(stem, 'bn1'));
   } else {
     x = relu(norm(conv(input, 64 * width, 3, 1, 'conv1'), 'bn1'));
   }

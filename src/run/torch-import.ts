@@ -8,7 +8,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { ByolError } from '../errors.js';
 import { open } from 'node:fs/promises';
 import { readHaikuCheckpoint, type NpArray } from '../io/haiku-file.js';
-import { flattenTensors, readTorchFile, TorchTensor } from '../io/torch-file.js';
+import { flattenTensors, plainData, readTorchFile, TorchTensor } from '../io/torch-file.js';
 import { resnet, type ResNetDepth } from '../nets/resnet.js';
 import { loadTorchState, torchKeysOf, type TorchArray } from '../nets/torch-weights.js';
 
@@ -17,6 +17,12 @@ export interface TorchImportOptions {
   readonly prefix?: string;
   /** Side of the input images the model takes. Default 224 (ImageNet stem) or 32 (CIFAR stem). */
   readonly inputSize?: number;
+  /**
+   * Zero padding of a CIFAR stem (3×3/1 conv1), which its weights do not tell: 1 in torchvision-style CIFAR ResNets
+   * (lightly, SimCLR's), 2 in solo-learn's. Default: read from a solo-learn checkpoint's hyper-parameters, else 1
+   * (said in `notes`).
+   */
+  readonly stemPadding?: number;
 }
 
 export interface TorchImport {
@@ -36,6 +42,30 @@ export interface TorchImport {
   readonly missing: readonly string[];
   /** Keys under the prefix that the encoder does not use (a classifier, counters). */
   readonly unexpected: readonly string[];
+  /** A CIFAR stem's zero padding (1 unless the file or the caller says otherwise); null for an ImageNet stem. */
+  readonly stemPadding: number | null;
+  /** The input normalization the file's training used, where it says (solo-learn's CIFAR runs); else null. */
+  readonly normalization: { readonly mean: number[]; readonly std: number[]; readonly source: string } | null;
+  /** What was inferred rather than read, for the user. */
+  readonly notes: readonly string[];
+}
+
+/** solo-learn's CIFAR-10/100 normalization (solo/data/classification_dataloader.py, both datasets). */
+const SOLO_CIFAR = { mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.243, 0.261] };
+
+/** What a checkpoint's hyper-parameters say of a CIFAR stem: solo-learn's config (OmegaConf or plain), if any. */
+function soloLearnCifar(obj: unknown): { dataset: string } | null | 'solo-unknown' {
+  if (!(obj instanceof Map)) return null;
+  const hp = plainData(obj.get('hyper_parameters'));
+  if (!(hp instanceof Map)) return null;
+  const cfg = hp.get('cfg') instanceof Map ? (hp.get('cfg') as Map<unknown, unknown>) : hp;
+  const data = cfg.get('data');
+  const dataset = data instanceof Map ? data.get('dataset') : undefined;
+  // solo-learn 1.x: cfg.data.dataset; its first versions: a `cifar` flag among the hyper-parameters.
+  if (typeof dataset === 'string') return /^cifar(10|100)$/.test(dataset) ? { dataset } : null;
+  if (hp.get('cifar') === true) return { dataset: 'cifar' };
+  if (cfg.has('method') && cfg.has('backbone')) return 'solo-unknown';
+  return null;
 }
 
 const DEPTHS: readonly [ResNetDepth, string, boolean][] = [
@@ -93,7 +123,8 @@ function preferredPrefix(prefixes: readonly string[]): string | undefined {
  */
 export async function importTorchResnet(file: string, options: TorchImportOptions = {}): Promise<TorchImport> {
   const fail = (why: string) => new ByolError('INVALID_DATA', `${file}: ${why}`, file);
-  const state = normalizeSequential(stateOf(await readTorchFile(file), file));
+  const root = await readTorchFile(file);
+  const state = normalizeSequential(stateOf(root, file));
   const prefixes = prefixesOf(state);
   if (prefixes.length === 0) {
     const sample = [...state.keys()].slice(0, 4).join(', ');
@@ -129,18 +160,40 @@ export async function importTorchResnet(file: string, options: TorchImportOption
   if (!depth) throw fail(`its backbone has ${blocks.join('-')} ${bottleneck ? 'bottleneck' : 'basic'} blocks, not a ResNet-18/34/50/101/152/200`);
   const backbone = new Map<string, TorchArray>();
   for (const [k, v] of state) if (k.startsWith(prefix)) backbone.set(k.slice(prefix.length), v);
-  return buildResnet(file, backbone, { depth, stem, width, channels: conv1.shape[1]!, padding: 'torch', prefix, otherPrefixes: prefixes.filter((p) => p !== prefix), inputSize: options.inputSize });
+  // A CIFAR stem's padding is not in its weights: solo-learn pads 2, torchvision-style CIFAR ResNets 1.
+  const notes: string[] = [];
+  let stemPadding: number | null = null;
+  let normalization: TorchImport['normalization'] = null;
+  if (stem === 'imagenet' && options.stemPadding !== undefined) {
+    throw new ByolError('INVALID_OPTION', `--stem-padding is for a CIFAR stem (3×3/1); ${file} has an ImageNet stem (7×7/2)`, 'stem-padding');
+  }
+  if (stem === 'cifar') {
+    const solo = soloLearnCifar(root);
+    if (options.stemPadding !== undefined) stemPadding = options.stemPadding;
+    else if (solo === 'solo-unknown') {
+      throw new ByolError('INVALID_OPTION', `${file}: a solo-learn checkpoint with a CIFAR stem whose config does not name its dataset, so the stem's padding (2 for solo-learn's CIFAR runs) cannot be known; give --stem-padding 2 (or 1)`, 'stem-padding');
+    } else if (solo) {
+      stemPadding = 2;
+      normalization = { ...SOLO_CIFAR, source: `solo-learn's CIFAR normalization (its config's dataset: ${solo.dataset})` };
+      notes.push(`stem: padding 2, as solo-learn's CIFAR ResNets (its config's dataset: ${solo.dataset})`);
+    } else {
+      stemPadding = 1;
+      notes.push('stem: a 3×3 CIFAR stem whose padding the file does not say; taken as 1 (torchvision-style, lightly); solo-learn\'s pad 2: --stem-padding 2');
+    }
+  }
+  const built = buildResnet(file, backbone, { depth, stem, width, channels: conv1.shape[1]!, padding: 'torch', prefix, otherPrefixes: prefixes.filter((p) => p !== prefix), inputSize: options.inputSize, stemPadding });
+  return { ...built, stemPadding, normalization, notes };
 }
 
 /** Builds byol's ResNet of the given architecture and loads a backbone state (PyTorch names and layouts) into it. */
 function buildResnet(
   file: string,
   backbone: Map<string, TorchArray>,
-  a: { depth: ResNetDepth; stem: 'imagenet' | 'cifar'; width: number; channels: number; padding: 'same' | 'torch'; prefix: string; otherPrefixes: string[]; inputSize: number | undefined },
+  a: { depth: ResNetDepth; stem: 'imagenet' | 'cifar'; width: number; channels: number; padding: 'same' | 'torch'; prefix: string; otherPrefixes: string[]; inputSize: number | undefined; stemPadding?: number | null },
 ): TorchImport {
   const { depth, stem, width } = a;
   const size = a.inputSize ?? (stem === 'imagenet' ? 224 : 32);
-  const model = resnet({ depth, stem, width, inputShape: [size, size, a.channels], padding: a.padding, name: `resnet${depth}${stem === 'cifar' ? '_cifar' : ''}` });
+  const model = resnet({ depth, stem, width, inputShape: [size, size, a.channels], padding: a.padding, ...(a.stemPadding != null ? { stemPadding: a.stemPadding } : {}), name: `resnet${depth}${stem === 'cifar' ? '_cifar' : ''}` });
   let report;
   try {
     report = loadTorchState(model, backbone, file);
@@ -163,6 +216,9 @@ function buildResnet(
     mapped: report.mapped,
     missing: report.missing,
     unexpected,
+    stemPadding: stem === 'cifar' ? (a.stemPadding ?? 1) : null,
+    normalization: null,
+    notes: [],
   };
 }
 

@@ -21,6 +21,8 @@ export type Architecture =
       readonly stem: 'imagenet' | 'cifar';
       readonly width: number;
       readonly padding: 'same' | 'torch';
+      /** The CIFAR stem's own padding where it is not the rule's (solo-learn's: 2). */
+      readonly stemPad?: number;
       readonly inputShape: readonly [number, number, number];
     }
   | { readonly kind: 'convnet'; readonly channels: readonly number[]; readonly inputShape: readonly [number, number, number] };
@@ -52,7 +54,13 @@ export function describeArchitecture(model: tfl.LayersModel): Architecture {
     if (k !== 7 && k !== 3) throw fail(`a ResNet stem of ${k}×${k}`);
     const width = (c.filters ?? 0) / 64;
     if (!(Number.isInteger(width) && width >= 1)) throw fail(`a stem of ${c.filters} filters`);
-    return { kind: 'resnet', depth, stem: k === 7 ? 'imagenet' : 'cifar', width, padding: c.padding === 'same' ? 'same' : 'torch', inputShape };
+    const stem = k === 7 ? 'imagenet' : 'cifar';
+    const padding = c.padding === 'same' ? 'same' : 'torch';
+    // A CIFAR stem with its own padding (resnet()'s stemPadding) pads in a layer before it, or not at all.
+    const pad = byName.get('conv1.pad');
+    const p = pad ? (pad.getConfig() as { padding?: number[][] | number[] | number }).padding : undefined;
+    const stemPad = stem === 'cifar' && c.padding === 'valid' ? (p === undefined ? 0 : Array.isArray(p) ? (Array.isArray(p[0]) ? p[0][0]! : (p[0] as number)) : p) : undefined;
+    return { kind: 'resnet', depth, stem, width, padding, ...(stemPad !== undefined && stemPad !== 1 ? { stemPad } : {}), inputShape };
   }
   const layers = model.layers.filter((l) => l.getClassName() !== 'InputLayer');
   const pattern = ['Conv2D', 'BatchNormalization', 'ReLU', 'MaxPooling2D', 'Conv2D', 'BatchNormalization', 'ReLU', 'MaxPooling2D', 'Conv2D', 'BatchNormalization', 'ReLU', 'GlobalAveragePooling2D'];
