@@ -17,8 +17,16 @@ steps="${3:-30}"
 py="${PYTHON:-python3}"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-"$py" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.device_count(), "x", torch.cuda.get_device_name(0))'
-gpus="$("$py" -c 'import torch; print(torch.cuda.device_count())')"
+# BYOL_GPU_CHECK_DRY=1: the same legs on the CPU (fp32, gloo), to check this script where there is no GPU.
+dry="${BYOL_GPU_CHECK_DRY:-}"
+if [ -n "$dry" ]; then
+  gpus=2
+else
+  "$py" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.device_count(), "x", torch.cuda.get_device_name(0))'
+  gpus="$("$py" -c 'import torch; print(torch.cuda.device_count())')"
+fi
+dev=(--device cuda); bf16=(--bf16)
+if [ -n "$dry" ]; then dev=(--device cpu); bf16=(); fi
 leg() {
   local name="$1"; shift
   local dir="$out/$name"
@@ -34,8 +42,9 @@ print(f"{sys.argv[2]}: {(b['step'] - a['step']) * batch / (b['elapsed'] - a['ela
 PY
   echo "  ($((SECONDS - t0)) s with start-up)"
 }
-leg "1 GPU fp32" "$py" "$here/continue_byol.py" "$whole" --device cuda
-leg "1 GPU bf16" "$py" "$here/continue_byol.py" "$whole" --device cuda --bf16
+leg "1 GPU fp32" "$py" "$here/continue_byol.py" "$whole" "${dev[@]}"
+leg "1 GPU bf16" "$py" "$here/continue_byol.py" "$whole" "${dev[@]}" "${bf16[@]}"
 if [ "$gpus" -gt 1 ]; then
-  leg "$gpus GPUs bf16 (NCCL)" "$py" -m torch.distributed.run --standalone --nproc_per_node "$gpus" "$here/continue_byol.py" "$whole" --device cuda --bf16
+  # --redirects/--tee: without them the launcher fails on Python 3.11 with torch 1.13 (pytorch#92319).
+  leg "$gpus GPUs bf16 (NCCL)" "$py" -m torch.distributed.run --standalone --nproc_per_node "$gpus" --redirects 1 --tee 1 --log_dir "$out/logs" "$here/continue_byol.py" "$whole" "${dev[@]}" "${bf16[@]}"
 fi

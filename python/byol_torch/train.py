@@ -127,6 +127,10 @@ def main(argv=None):
 
     first = learner.step_count
     last = learner.total_steps if a.steps is None else min(learner.total_steps, first + a.steps)
+    if first >= learner.total_steps:
+        fail(f'{source}: the run is at its end (step {first} of {learner.total_steps}); nothing to continue')
+    if a.steps is not None and a.steps < 1:
+        fail('--steps must be at least 1')
     batch = learner.options['batchSize']
     spe = learner.info.get('stepsPerEpoch') or learner.total_steps
     metrics = open(os.path.join(a.out, 'metrics.jsonl'), 'a') if rank == 0 else None

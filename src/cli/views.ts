@@ -44,6 +44,7 @@ export async function runViewsCommand(argv: readonly string[], io: Io): Promise<
   const viewRng = whole.info['viewRng'];
   const spe = whole.info['stepsPerEpoch'];
   if (typeof viewRng !== 'number' || typeof spe !== 'number') throw new ByolError('INVALID_DATA', `${file}: its metadata lacks the views generator's state or the steps per epoch`, file);
+  if (whole.info.step >= whole.info.totalSteps) throw new ByolError('INVALID_OPTION', `${file}: the run is at its end (step ${whole.info.step} of ${whole.info.totalSteps}); no steps are left to draw views for`, 'steps');
   await claimOutputFile(out, flags.get('overwrite') === true);
   await selectBackend(flags, io);
   const t0 = Date.now();
