@@ -7,7 +7,7 @@
 #   byol pretrain cifar10:DATA --out runs/gpu --limit 5120 --epochs 100 --batch 256 --checkpoint-every 4 --knn-every 0
 #     (stop it after its first checkpoint with Ctrl-C: the run's schedules are those of 100 epochs)
 #   byol export runs/gpu --format safetensors --whole --out gpu-whole.safetensors
-#   byol views gpu-whole.safetensors --steps 40 --out gpu-views.safetensors
+#   byol views gpu-whole.safetensors --steps 40 --out gpu-views.safetensors   (the views of the next 40 steps)
 # Then: bash python/gpu_check.sh gpu-whole.safetensors gpu-views.safetensors [STEPS]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -355,7 +355,7 @@ test('round trip: byol 10 steps → companion 10 steps (2 processes) → byol 10
   }
 });
 
-test('the recipe through the CLI: pretrain → export --whole → views → companion → pretrain --from goes on as the uninterrupted run did', { skip: skip || skipNoData }, () => {
+test('the recipe through the CLI: pretrain → export --whole → views → companion (views from byol, or drawn from the dataset in 2 processes) → pretrain --from goes on as the uninterrupted run did', { skip: skip || skipNoData }, async () => {
   // Tuned convolution paths pinned: two byol processes then compute bit-identical steps on the native backend.
   const pinned = { ...process.env, BYOL_NATIVE_CONV_GEMM: '0', BYOL_NATIVE_CONV_MIRROR: '0' };
   const cli = (args: string[]) => {
@@ -371,15 +371,22 @@ test('the recipe through the CLI: pretrain → export --whole → views → comp
   assert.match(exported, /exported the whole learner of \S+step-00000004\.byol \(step 4 of 12, \d+ tensors: online and target networks, optimizer state\)/);
   const viewsFile = join(dir, 'cli-views.safetensors');
   assert.match(cli(['views', whole, '--steps', '4', '--out', viewsFile]), /wrote the views of steps 5–8 \(4 × 2 × 16 images/);
+  // The companion draws the same views itself from the dataset (byol's order, generator and operations).
+  const drawn = JSON.parse(python(['-m', 'byol_torch.check', 'views', whole, viewsFile, dataset]).trim()) as { steps: number[]; values: number; worst: number };
+  assert.deepEqual(drawn.steps, [4, 5, 6, 7]);
+  assert.ok(drawn.worst <= 1e-5, `the companion's views differ from byol's by ${drawn.worst}`);
   const cluster = join(dir, 'cli-cluster');
   python([launcher, whole, '--views', viewsFile, '--out', cluster, '--steps', '4']);
+  // …and so does a 2-process run that reads the dataset: byol's losses of those steps.
+  const fromData = join(dir, 'cli-data');
+  await torchrun(2, [whole, '--data', dataset, '--out', fromData, '--steps', '4']);
   const back = join(dir, 'cli-back');
   const continued = cli(['pretrain', '--from', join(cluster, 'whole.safetensors'), '--out', back]);
   assert.match(continued, /continuing at step 8\/12 \(epoch 3\)/);
   const steps = (runDir: string) => readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as MetricsLine & { type: string }).filter((r) => r.type === 'step');
   const [a, b] = [steps(straight), steps(back)];
   assert.deepEqual(b.map((r) => r.step), [5, 6, 7, 8, 9, 10, 11, 12], "the companion's steps (its metrics.jsonl), then byol's");
-  for (const r of b) {
+  for (const r of [...b, ...steps(fromData)]) {
     const want = a.find((x) => x.step === r.step)!;
     assert.ok(Math.abs(r.loss - want.loss) <= 1e-4 * want.loss, `step ${r.step}: loss ${r.loss} vs ${want.loss} uninterrupted`);
     assert.ok(Math.abs(r.tau - want.tau) <= 1e-12 && Math.abs(r.lr - want.lr) <= 1e-12, `step ${r.step}: τ ${r.tau}, lr ${r.lr} vs ${want.tau}, ${want.lr}`);
@@ -399,4 +406,30 @@ test('the recipe through the CLI: pretrain → export --whole → views → comp
   const foreign = spawnSync(PYTHON, [launcher, whole, '--views', viewsFile, '--out', straight, '--steps', '1'], { encoding: 'utf8', env });
   assert.equal(foreign.status, 2);
   assert.match(foreign.stderr, /holds files this companion did not write/);
+});
+
+const CIFAR = fileURLToPath(new URL('../../../shared/datasets/cifar10', import.meta.url));
+test('CIFAR-10 (shared copy): the companion draws byol\'s colour views itself, and continues a run with byol\'s losses', { skip: skip || (!existsSync(join(CIFAR, 'data_batch_1.bin')) && 'no ../shared/datasets/cifar10') }, () => {
+  const pinned = { ...process.env, BYOL_NATIVE_CONV_GEMM: '0', BYOL_NATIVE_CONV_MIRROR: '0' };
+  const cli = (args: string[]) => {
+    const r = spawnSync(process.execPath, [fileURLToPath(new URL('../src/cli/main.js', import.meta.url)), ...args], { encoding: 'utf8', timeout: 240_000, env: pinned });
+    assert.equal(r.status, 0, `byol ${args.join(' ')}:\n${r.stdout}\n${r.stderr}`);
+    return r.stdout;
+  };
+  const spec = `cifar10:${CIFAR}`;
+  const run = join(dir, 'cifar-run');
+  cli(['pretrain', spec, '--out', run, '--encoder', 'convnet', '--limit', '256', '--epochs', '2', '--batch', '32', '--projector-hidden', '64', '--projector-out', '32', '--predictor-hidden', '64', '--knn-every', '0', '--knn-bank', '64', '--knn-test', '32', '--checkpoint-every', '8', '--diagnose-every', '0']);
+  const whole = join(dir, 'cifar-whole.safetensors');
+  cli(['export', join(run, 'checkpoints', 'step-00000008.byol'), '--format', 'safetensors', '--whole', '--out', whole]);
+  const viewsFile = join(dir, 'cifar-views.safetensors');
+  cli(['views', whole, '--steps', '8', '--out', viewsFile]);
+  const drawn = JSON.parse(python(['-m', 'byol_torch.check', 'views', whole, viewsFile, spec]).trim()) as { steps: number[]; values: number; worst: number };
+  assert.equal(drawn.steps.length, 8);
+  assert.ok(drawn.worst <= 1e-5, `the companion's CIFAR views (crop, flip, colour jitter, grayscale, blur, solarize) differ from byol's by ${drawn.worst}`);
+  const cont = join(dir, 'cifar-cont');
+  python([launcher, whole, '--data', spec, '--out', cont, '--steps', '8']);
+  const want = readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as MetricsLine & { type: string }).filter((r) => r.type === 'step' && r.step > 8);
+  const got = metricsOf(cont);
+  assert.deepEqual(got.map((r) => r.step), want.map((r) => r.step));
+  got.forEach((r, i) => assert.ok(Math.abs(r.loss - want[i]!.loss) <= 1e-5 * want[i]!.loss, `step ${r.step}: loss ${r.loss} vs byol's ${want[i]!.loss}`));
 });

@@ -5,6 +5,8 @@
                                                             it; OUT64 = the same step in float64 (float32's own error)
     python3 -m byol_torch.check features WHOLE IMAGES OUT   online (and target) encoder features of `images` (NHWC),
                                                             inference mode
+    python3 -m byol_torch.check views WHOLE VIEWS DATASET   the views data.py draws for the steps VIEWS holds (byol
+                                                            views wrote it), against it: the worst difference
 
 Each prints one JSON line of what it measured.
 """
@@ -34,6 +36,18 @@ def main(argv):
             result['loss64'] = ref.step(nchw(tensors[f'views.{k}.1']).double(), nchw(tensors[f'views.{k}.2']).double())[0]
             ref.export(argv[4], {'by': 'byol_torch.check', 'float64': True})
         print(json.dumps(result))
+    elif what == 'views':
+        from . import data as D
+        dv = D.DataViews(out, lrn.info)
+        steps = sorted({int(k.split('.')[1]) for k in tensors if k.startswith('views.')})
+        worst, count = 0.0, 0
+        for k in steps:
+            v1, v2 = dv.views(k, 0, 1, 0, 1)
+            for i, v in ((1, v1), (2, v2)):
+                ref = tensors[f'views.{k}.{i}'].permute(0, 3, 1, 2)
+                worst = max(worst, float((v - ref).abs().max()))
+                count += v.numel()
+        print(json.dumps({'steps': steps, 'values': count, 'worst': worst}))
     elif what == 'features':
         x = tensors['images'].permute(0, 3, 1, 2).contiguous()
         lrn.online.eval()

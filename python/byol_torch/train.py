@@ -1,12 +1,14 @@
 """Continue a byol run in PyTorch, in one process or many (torchrun: DDP + byol's synchronized batch norm).
 
     byol export runs/cifar --format safetensors --whole --out cifar-whole.safetensors
-    torchrun --nproc_per_node 8 python/continue_byol.py cifar-whole.safetensors --views VIEWS --out cluster-run
+    torchrun --nproc_per_node 8 python/continue_byol.py cifar-whole.safetensors --data cifar10:DATA --out cluster-run
     byol pretrain --from cluster-run/whole.safetensors --out runs/cifar-back
 
 The run goes on at the exported step with byol's schedules (lr and τ of step k are byol's), optimizer state and both
 networks; DIR/whole.safetensors is the same kind of file, which byol continues from (`byol pretrain --from`).
-DIR/metrics.jsonl has byol's step records, so `byol plot` draws the continued curve.
+DIR/metrics.jsonl has byol's step records, so `byol plot` draws the continued curve. The views: drawn here as byol
+draws them (--data, for CIFAR binaries and IDX files: byol's order, generator and operations, views.py and data.py),
+or read from a file `byol views` wrote (--views, any dataset, image folders too).
 
 Global batch = the run's batch (byol's learning rate scales with it): each of G processes takes batch / G images, as
 K micro-batches with --accumulate K. Batch norm normalizes over all processes' images (the official code's
@@ -77,7 +79,9 @@ def main(argv=None):
     ap.add_argument('whole', nargs='?', help='byol export RUN --format safetensors --whole (not with --resume)')
     ap.add_argument('--out', required=True, help='run folder: whole.safetensors, checkpoints/, metrics.jsonl')
     ap.add_argument('--resume', action='store_true', help="continue the run in --out from its newest checkpoint")
-    ap.add_argument('--views', required=True, help='view batches byol wrote (views.K.1 / views.K.2 per step K)')
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument('--views', help='view batches byol wrote (byol views: views.K.1 / views.K.2 per step K)')
+    src.add_argument('--data', help="the run's dataset, read here and viewed as byol would (cifar10:DIR, cifar100:DIR, fashion-mnist[:DIR], mnist:DIR)")
     ap.add_argument('--steps', type=int, help='steps to run (default: to the end of the run)')
     ap.add_argument('--checkpoint-every', type=int, default=0, help='steps between checkpoints (default: only at the end)')
     ap.add_argument('--accumulate', type=int, default=1, help='micro-batches per step on each process (gradient accumulation)')
@@ -119,7 +123,14 @@ def main(argv=None):
         fail(str(e))
     if learner.options['beta'] > 0 and world > 1:
         fail('beta > 0 (in-batch negatives) is not split across processes here; run it in one process')
-    views = ViewFile(a.views)
+    if a.views:
+        views = ViewFile(a.views)
+    else:
+        from . import data as D
+        try:
+            views = D.DataViews(a.data, learner.info)
+        except (D.DataError, OSError) as e:
+            fail(str(e))
     model = learner.online
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
