@@ -9,6 +9,7 @@
 #   byol export runs/gpu --format safetensors --whole --out gpu-whole.safetensors
 #   byol views gpu-whole.safetensors --steps 40 --out gpu-views.safetensors   (the views of the next 40 steps)
 # Then: bash python/gpu_check.sh gpu-whole.safetensors gpu-views.safetensors [STEPS]
+#   (or a dataset spec instead of the views file, e.g. cifar10:DATA: the companion draws byol's views on the CPU)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 whole="${1:?usage: gpu_check.sh WHOLE.safetensors VIEWS.safetensors [STEPS]}"
@@ -25,13 +26,15 @@ else
   "$py" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.device_count(), "x", torch.cuda.get_device_name(0))'
   gpus="$("$py" -c 'import torch; print(torch.cuda.device_count())')"
 fi
+# A views file (byol views) measures the GPU alone; a dataset spec (cifar10:DIR) draws the views here, on the CPU.
+case "$views" in *.safetensors) source=(--views "$views") ;; *) source=(--data "$views") ;; esac
 dev=(--device cuda); bf16=(--bf16)
 if [ -n "$dry" ]; then dev=(--device cpu); bf16=(); fi
 leg() {
   local name="$1"; shift
   local dir="$out/$name"
   local t0=$SECONDS
-  timeout 150 "$@" --views "$views" --out "$dir" --steps "$steps" --log-every 10
+  timeout 150 "$@" "${source[@]}" --out "$dir" --steps "$steps" --log-every 10
   "$py" - "$dir" "$name" <<'PY'
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1] + '/metrics.jsonl')]
