@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -288,7 +288,7 @@ interface MetricsLine {
 const metricsOf = (runDir: string): MetricsLine[] =>
   readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as MetricsLine);
 
-test('DDP is the same learner: torchrun --nproc_per_node 2 (gloo, 127.0.0.1, batch norm across both) at global batch 8 gives the losses and final state of one process at batch 8, 5 steps', { skip }, async () => {
+test('DDP is the same learner: torchrun --nproc_per_node 2 (gloo, 127.0.0.1, batch norm across both) at global batch 8 gives the losses and final state of one process at batch 8, 5 steps; checkpoints resume exactly; accumulation runs', { skip }, async () => {
   const options = small({ name: 'convnet', inputShape: [16, 16, 1] }, 8, 30);
   const learner = new Byol(options);
   try {
@@ -308,6 +308,21 @@ test('DDP is the same learner: torchrun --nproc_per_node 2 (gloo, 127.0.0.1, bat
     a.forEach((m, i) => assert.ok(Math.abs(m.loss - b[i]!.loss) <= 1e-5, `step ${m.step}: loss ${m.loss} (1 process) vs ${b[i]!.loss} (2)`));
     const { key, err } = worstError(readWhole(join(two, 'whole.safetensors')).tensors, readWhole(join(one, 'whole.safetensors')).tensors);
     assert.ok(err <= 1e-5, `${key} differs by ${err.toExponential(2)} between 1 and 2 processes`);
+    // Checkpoints and resume: 3 steps (a checkpoint at step 4), then --resume to step 7 gives the 5-step run's losses;
+    // the resumed run's metrics keep one line per step.
+    const cut = join(dir, 'ddp-cut');
+    python([launcher, whole, '--views', viewsFile, '--out', cut, '--steps', '3', '--checkpoint-every', '2']);
+    assert.deepEqual(readdirSync(join(cut, 'checkpoints')).sort(), ['step-00000004.safetensors', 'step-00000005.safetensors']);
+    python([launcher, '--resume', '--views', viewsFile, '--out', cut, '--steps', '2']);
+    const c = metricsOf(cut);
+    assert.deepEqual(c.map((m) => m.step), [3, 4, 5, 6, 7]);
+    c.forEach((m, i) => assert.ok(Math.abs(m.loss - a[i]!.loss) <= 1e-6 * a[i]!.loss, `step ${m.step}: resumed loss ${m.loss} vs ${a[i]!.loss}`));
+    // Gradient accumulation: 2 micro-batches of 4 a step; batch norm then sees 4 images, not 8 (so the losses differ).
+    const acc = join(dir, 'ddp-acc');
+    python([launcher, whole, '--views', viewsFile, '--out', acc, '--steps', '2', '--accumulate', '2']);
+    const m = metricsOf(acc);
+    assert.deepEqual(m.map((x) => x.step), [3, 4]);
+    assert.ok(m.every((x) => Number.isFinite(x.loss)) && m[0]!.loss !== a[0]!.loss, `accumulated losses ${m.map((x) => x.loss)}`);
   } finally {
     learner.dispose();
   }

@@ -144,7 +144,20 @@ def main(argv=None):
         fail('--steps must be at least 1')
     batch = learner.options['batchSize']
     spe = learner.info.get('stepsPerEpoch') or learner.total_steps
-    metrics = open(os.path.join(a.out, 'metrics.jsonl'), 'a') if rank == 0 else None
+    metrics = None
+    if rank == 0:
+        path = os.path.join(a.out, 'metrics.jsonl')
+        if a.resume and os.path.exists(path):
+            # Steps past the checkpoint resumed from run again: their lines go (atomically), as byol's resume does.
+            kept = []
+            for line in open(path):
+                try:
+                    if json.loads(line).get('step', 0) <= first:
+                        kept.append(line if line.endswith('\n') else line + '\n')
+                except ValueError:
+                    pass  # a line cut short by a kill
+            safetensors.write_atomic(path, ''.join(kept).encode())
+        metrics = open(path, 'a')
     t0 = time.time()
 
     def save(path):
