@@ -183,9 +183,10 @@ const MAX_WHOLE_BYTES = 16 * 2 ** 30;
 
 /**
  * A whole-learner export, read and checked, with the companion's metrics.jsonl when one lies beside it (the companion
- * writes DIR/whole.safetensors and DIR/metrics.jsonl): its step records up to the export's step, for the curve.
+ * writes DIR/whole.safetensors and DIR/metrics.jsonl): its step records up to the export's step, for the curve. `config`
+ * is the exported run's, its data at `dataset` where given.
  */
-export async function readWholeExport(file: string): Promise<NonNullable<PretrainArgs['from']>> {
+export async function readWholeExport(file: string, dataset?: string): Promise<NonNullable<PretrainArgs['from']> & { config: PretrainConfig }> {
   let size: number;
   try {
     size = (await stat(file)).size;
@@ -195,6 +196,9 @@ export async function readWholeExport(file: string): Promise<NonNullable<Pretrai
   if (size > MAX_WHOLE_BYTES) throw new ByolError('INVALID_DATA', `${file}: ${(size / 2 ** 30).toFixed(1)} GiB, over the ${MAX_WHOLE_BYTES / 2 ** 30} GiB a whole-learner export may have`, file);
   const { tensors, metadata } = decodeSafetensors(await readFile(file), file);
   const info = parseWholeInfo(metadata, file);
+  const exported = info['config'];
+  if (exported === null || typeof exported !== 'object') throw new ByolError('INVALID_DATA', `${file}: its metadata has no run config (exported from a learner, not a run)`, file);
+  const config = resolvePretrainConfig({ ...legacyConfig(exported as PretrainConfig), ...(dataset !== undefined ? { dataset } : {}) });
   let metrics: string[] = [];
   try {
     const text = await readFile(join(dirname(file), 'metrics.jsonl'), 'utf8');
@@ -209,7 +213,7 @@ export async function readWholeExport(file: string): Promise<NonNullable<Pretrai
   } catch {
     // no metrics beside it
   }
-  return { file, tensors, info, metrics };
+  return { file, tensors, info, metrics, config };
 }
 
 function pretrainConfigFrom(dataset: string, flags: Flags): PretrainConfig {
@@ -277,10 +281,9 @@ export async function runPretrain(argv: readonly string[], io: Io, stopRequested
     if (extra) throw new ByolError('INVALID_OPTION', `--from continues the exported run with its own config; drop --${extra} (it takes --out, --overwrite, --log-every and the backend flags, and a DATASET to relocate the data)`, extra);
     const out = flags.get('out') as string | undefined;
     if (!out) throw new ByolError('INVALID_OPTION', '`byol pretrain --from` needs --out DIR (a new run folder)', 'out');
-    from = await readWholeExport(fromFile);
-    const exported = from.info['config'];
-    if (exported === null || typeof exported !== 'object') throw new ByolError('INVALID_DATA', `${fromFile}: its metadata has no run config (exported from a learner, not a run)`, fromFile);
-    config = resolvePretrainConfig({ ...legacyConfig(exported as PretrainConfig), ...(positionals[0] !== undefined ? { dataset: positionals[0] } : {}) });
+    const read = await readWholeExport(fromFile, positionals[0]);
+    from = read;
+    config = read.config;
     outDir = out;
   } else if (resume !== undefined) {
     const extra = [...flags.keys()].find((k) => !(k in RESUME_FLAGS));

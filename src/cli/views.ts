@@ -1,8 +1,6 @@
 /** `byol views`: the view batches a run takes next, for the PyTorch companion (python/continue_byol.py --views). */
 import { ByolError } from '../errors.js';
 import { claimOutputFile } from '../io/output.js';
-import { legacyConfig } from '../run/checkpoints.js';
-import { resolvePretrainConfig, type PretrainConfig } from '../run/config.js';
 import { stepsElsewhere } from '../run/pretrain.js';
 import { writeRunViews } from '../run/views-file.js';
 import { parseArgs, type Command } from './args.js';
@@ -36,11 +34,8 @@ export async function runViewsCommand(argv: readonly string[], io: Io): Promise<
   if (!out || !out.endsWith('.safetensors')) throw new ByolError('INVALID_OPTION', '`byol views` needs --out FILE.safetensors', 'out');
   if (steps === undefined) throw new ByolError('INVALID_OPTION', '`byol views` needs --steps N', 'steps');
   const file = positionals[0]!;
-  const whole = await readWholeExport(file);
-  const exported = whole.info['config'];
-  if (exported === null || typeof exported !== 'object') throw new ByolError('INVALID_DATA', `${file}: its metadata has no run config`, file);
-  const dataset = flags.get('dataset') as string | undefined;
-  const config = resolvePretrainConfig({ ...legacyConfig(exported as PretrainConfig), ...(dataset ? { dataset } : {}) });
+  const whole = await readWholeExport(file, flags.get('dataset') as string | undefined);
+  const config = whole.config;
   const viewRng = whole.info['viewRng'];
   const spe = whole.info['stepsPerEpoch'];
   if (typeof viewRng !== 'number' || typeof spe !== 'number') throw new ByolError('INVALID_DATA', `${file}: its metadata lacks the views generator's state or the steps per epoch`, file);
